@@ -1,1 +1,80 @@
+//! # wal — the durable log under chroma-ha
+//!
+//! A segmented, append-only write-ahead log with group commit, named durable
+//! cursors, and crash recovery. It knows nothing of HTTP or Chroma: records
+//! are opaque bytes with a log sequence number (LSN).
+//!
+//! ## Guarantees
+//!
+//! - `append` resolves with an LSN only once the record is durable under the
+//!   policy (`Always`: fdatasync'd; `Batch`: fdatasync'd within the interval;
+//!   `Never`: written, tests only). LSNs are dense and increase from 1.
+//! - A failed append (I/O error, ENOSPC) leaves nothing of the record in the
+//!   log: the segment is cut back to its last durable length, and its LSN is
+//!   given to the next record. If that cut cannot be made durable the log
+//!   refuses appends (`Poisoned`) until it is reopened.
+//! - Readers see only durable records, in LSN order, and can tail the log.
+//! - Opening scans only the last segment; a torn or corrupt tail there is cut
+//!   back to the last valid record, fsynced, and reported ([`TailRepair`]).
+//!   Bad bytes anywhere else are a [`WalError::Corruption`] naming file and
+//!   offset, found when read or by [`verify`]; never dropped silently.
+//! - Past `max_bytes`, appends fail at once with [`WalError::LogFull`].
+//!
+//! ## On disk
+//!
+//! ```text
+//! DIR/LOCK                             flock'd by the process that has the log open
+//! DIR/00000000000000000001.wal         segments, named by first LSN (20 digits)
+//! DIR/00000000000000052361.wal         the last one is being appended to
+//! DIR/next-segment.tmp                 the next segment, prepared ahead of need
+//! DIR/cursors/NAME.cursor              one file per cursor
+//! ```
+//!
+//! A segment is a 16-byte header — magic `CHAWALSG`, format version (u32 LE,
+//! now 1), 4 reserved zero bytes — followed by records:
+//!
+//! ```text
+//! len u32 LE | crc32c u32 LE | lsn u64 LE | payload (len bytes)
+//! ```
+//!
+//! The CRC32C (Castagnoli) covers `len`, `lsn` and the payload, in that order.
+//! Within a segment LSNs follow each other; a segment's first record carries
+//! the LSN in its name, and the next segment starts where it ends. An empty
+//! last segment means the next record gets the LSN in its name.
+//!
+//! A cursor file is 20 bytes: magic `CHAWALCR`, LSN (u64 LE), CRC32C of the
+//! first 16 bytes. It is replaced atomically: written to `NAME.cursor.tmp`,
+//! fsynced, renamed over, directory fsynced. A cursor at LSN *n* means
+//! "records up to *n* are consumed"; a sealed segment is deleted once every
+//! cursor is at or past its last LSN and that LSN is below the retain floor.
+//!
+//! ## Layout of the crate
+//!
+//! - [`log`]: the [`Wal`] handle — open and recovery, append, cursors, deletion.
+//! - `writer`: the single writer thread: group commit, rollover, rollback.
+//! - [`reader`]: [`LogReader`], in-order reads and tailing.
+//! - `segment`, `frame`, `cursor`: the on-disk formats above.
+//! - [`fs`]: the filesystem trait; [`testing`] has a crash-simulating
+//!   in-memory filesystem and a fault-injecting one for tests.
+//! - [`inspect`]: read-only `inspect` and `verify` for operators.
 
+pub mod error;
+pub mod fs;
+pub mod inspect;
+pub mod log;
+pub mod options;
+pub mod reader;
+pub mod testing;
+
+mod cursor;
+mod frame;
+mod segment;
+mod shared;
+mod writer;
+
+pub use error::{Result, WalError};
+pub use inspect::{inspect, verify, InspectReport, SegmentReport, VerifyReport};
+pub use log::{Cursor, Recovery, TailRepair, Wal, WalStats};
+pub use options::{SyncPolicy, WalOptions};
+pub use reader::LogReader;
+pub use shared::Record;

@@ -1,0 +1,79 @@
+//! How a log is opened: durability policy, segment size, limits.
+
+use crate::fs::{FileSystem, StdFs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When an append is acknowledged relative to fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Acknowledge after the record's bytes are fdatasync'd. Concurrent
+    /// appends share one write and one fsync (group commit).
+    Always,
+    /// fsync at most once per `interval` and at least every `interval`
+    /// while records are waiting; acknowledge after that fsync.
+    Batch {
+        /// The longest an appended record waits for its fsync.
+        interval: Duration,
+    },
+    /// Never fsync; acknowledge after the write. Loses data on power loss:
+    /// for tests only.
+    Never,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy::Batch {
+            interval: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Settings of a log. `Default` gives 64 MiB segments, batch fsync every
+/// 2 ms, no size cap, and the real filesystem.
+#[derive(Clone)]
+pub struct WalOptions {
+    /// Durability of acknowledged appends.
+    pub sync: SyncPolicy,
+    /// A segment is sealed once it reaches this size (a batch may overshoot
+    /// it; a single larger record gets a segment of its own).
+    pub segment_bytes: u64,
+    /// Appends that would take the total size of segments past this fail
+    /// with `LogFull`.
+    pub max_bytes: u64,
+    /// The largest payload accepted.
+    pub max_record_bytes: usize,
+    /// Recent records kept in memory so that readers that keep up never
+    /// touch the disk.
+    pub tail_cache_bytes: usize,
+    /// Where files are read and written.
+    pub fs: Arc<dyn FileSystem>,
+    /// Called with the duration of every segment fsync (for metrics).
+    pub on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncPolicy::default(),
+            segment_bytes: 64 * 1024 * 1024,
+            max_bytes: u64::MAX,
+            max_record_bytes: 128 * 1024 * 1024,
+            tail_cache_bytes: 32 * 1024 * 1024,
+            fs: Arc::new(StdFs),
+            on_fsync: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalOptions")
+            .field("sync", &self.sync)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("tail_cache_bytes", &self.tail_cache_bytes)
+            .finish_non_exhaustive()
+    }
+}

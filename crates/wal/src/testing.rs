@@ -1,0 +1,343 @@
+//! Filesystems for tests: [`MemFs`] models what survives a crash, and
+//! [`FaultyFs`] injects I/O errors into the real filesystem. Test aids only;
+//! the log itself never uses them unless a test passes one in.
+
+use crate::fs::{FileSystem, StdFs, WalFile};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct MemFile {
+    data: Vec<u8>,
+    /// Bytes `[0, synced)` survive a crash; the rest may not.
+    synced: usize,
+}
+
+#[derive(Default)]
+struct MemState {
+    files: HashMap<u64, MemFile>,
+    next_id: u64,
+    /// Directory entries as the running process sees them.
+    entries: BTreeMap<PathBuf, u64>,
+    /// Directory entries as they would be after a crash.
+    durable_entries: BTreeMap<PathBuf, u64>,
+    dirs: Vec<PathBuf>,
+    fail_sync: bool,
+}
+
+/// An in-memory filesystem with crash semantics: data survives a
+/// [`MemFs::crash`] only once fsynced, directory changes only once their
+/// directory is synced, and unsynced tails survive as a random prefix.
+#[derive(Clone, Default)]
+pub struct MemFs {
+    state: Arc<Mutex<MemState>>,
+}
+
+fn guard(state: &Mutex<MemState>) -> MutexGuard<'_, MemState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemFs {
+    /// An empty filesystem.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later `sync_data` fail (or succeed again) — the state a
+    /// dying disk leaves a process in.
+    pub fn set_fail_sync(&self, fail: bool) {
+        guard(&self.state).fail_sync = fail;
+    }
+
+    /// Simulates power loss: unsynced directory changes are undone and each
+    /// file keeps its synced bytes plus a prefix of its unsynced bytes whose
+    /// length comes from `seed`. Call only after the log using it is dropped.
+    pub fn crash(&self, seed: u64) {
+        let mut state = guard(&self.state);
+        state.fail_sync = false;
+        state.entries = state.durable_entries.clone();
+        let live: Vec<u64> = state.entries.values().copied().collect();
+        state.files.retain(|id, _| live.contains(id));
+        let mut rng = seed;
+        for file in state.files.values_mut() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let unsynced = file.data.len().saturating_sub(file.synced);
+            let keep = if unsynced == 0 {
+                0
+            } else {
+                (rng >> 33) as usize % (unsynced + 1)
+            };
+            let new_len = file.synced.min(file.data.len()) + keep;
+            file.data.truncate(new_len);
+            file.synced = new_len;
+        }
+    }
+
+    /// The bytes of a file as the process sees them, if it exists.
+    pub fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = guard(&self.state);
+        let id = state.entries.get(path)?;
+        state.files.get(id).map(|f| f.data.clone())
+    }
+
+    /// Overwrites a file's bytes (durably), for corruption tests.
+    pub fn write(&self, path: &Path, data: Vec<u8>) {
+        let mut state = guard(&self.state);
+        if let Some(id) = state.entries.get(path).copied() {
+            if let Some(file) = state.files.get_mut(&id) {
+                file.synced = data.len();
+                file.data = data;
+            }
+        }
+    }
+}
+
+struct MemHandle {
+    state: Arc<Mutex<MemState>>,
+    id: u64,
+}
+
+impl MemHandle {
+    fn with<T>(&self, f: impl FnOnce(&mut MemFile, bool) -> io::Result<T>) -> io::Result<T> {
+        let mut state = guard(&self.state);
+        let fail_sync = state.fail_sync;
+        match state.files.get_mut(&self.id) {
+            Some(file) => f(file, fail_sync),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "file was lost")),
+        }
+    }
+}
+
+impl WalFile for MemHandle {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.with(|f, _| {
+            f.data.extend_from_slice(buf);
+            Ok(())
+        })
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.with(|f, fail| {
+            if fail {
+                return Err(io::Error::other("injected fsync failure"));
+            }
+            f.synced = f.data.len();
+            Ok(())
+        })
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.with(|f, _| {
+            f.data.resize(len as usize, 0);
+            f.synced = f.synced.min(f.data.len());
+            Ok(())
+        })
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.with(|f, _| Ok(f.data.len() as u64))
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.with(|f, _| {
+            let start = (offset as usize).min(f.data.len());
+            let n = buf.len().min(f.data.len() - start);
+            buf[..n].copy_from_slice(&f.data[start..start + n]);
+            Ok(n)
+        })
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+}
+
+impl FileSystem for MemFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = guard(&self.state);
+        if !state.dirs.iter().any(|d| d == path) {
+            state.dirs.push(path.to_path_buf());
+        }
+        Ok(())
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        let state = guard(&self.state);
+        Ok(state
+            .entries
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .cloned()
+            .collect())
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        let mut state = guard(&self.state);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.files.insert(id, MemFile::default());
+        state.entries.insert(path.to_path_buf(), id);
+        Ok(Box::new(MemHandle {
+            state: self.state.clone(),
+            id,
+        }))
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        let state = guard(&self.state);
+        let id = *state.entries.get(path).ok_or_else(|| not_found(path))?;
+        Ok(Box::new(MemHandle {
+            state: self.state.clone(),
+            id,
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = guard(&self.state);
+        let id = state.entries.remove(from).ok_or_else(|| not_found(from))?;
+        state.entries.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = guard(&self.state);
+        state.entries.remove(path).ok_or_else(|| not_found(path))?;
+        Ok(())
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = guard(&self.state);
+        let current: Vec<(PathBuf, u64)> = state
+            .entries
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(path))
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        state
+            .durable_entries
+            .retain(|p, _| p.parent() != Some(path));
+        state.durable_entries.extend(current);
+        Ok(())
+    }
+    fn lock(&self, _path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        Ok(Box::new(()))
+    }
+}
+
+/// The real filesystem with switchable faults: failing fsync, and ENOSPC
+/// once a write budget is spent.
+#[derive(Clone, Default)]
+pub struct FaultyFs {
+    faults: Arc<Faults>,
+}
+
+#[derive(Default)]
+struct Faults {
+    fail_sync: AtomicBool,
+    /// Syncs that fail before they succeed again.
+    failing_syncs: AtomicU64,
+    /// Bytes that may still be appended before ENOSPC; `u64::MAX` = no limit.
+    space_left: AtomicU64,
+    limit_space: AtomicBool,
+}
+
+impl FaultyFs {
+    /// The real filesystem with no fault switched on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Makes every `sync_data` fail with EIO while `fail` is set.
+    pub fn set_fail_sync(&self, fail: bool) {
+        self.faults.fail_sync.store(fail, Ordering::SeqCst);
+    }
+    /// Makes the next `n` file syncs fail with EIO, then succeed again.
+    pub fn fail_next_syncs(&self, n: u64) {
+        self.faults.failing_syncs.store(n, Ordering::SeqCst);
+    }
+    /// Lets `bytes` more bytes be appended, then fails appends with ENOSPC;
+    /// `None` removes the limit.
+    pub fn set_space_left(&self, bytes: Option<u64>) {
+        self.faults
+            .space_left
+            .store(bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.faults
+            .limit_space
+            .store(bytes.is_some(), Ordering::SeqCst);
+    }
+}
+
+struct FaultyFile {
+    inner: Box<dyn WalFile>,
+    faults: Arc<Faults>,
+}
+
+impl WalFile for FaultyFile {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.faults.limit_space.load(Ordering::SeqCst) {
+            let left = self.faults.space_left.load(Ordering::SeqCst);
+            if (buf.len() as u64) > left {
+                // A real disk may take part of the write before failing.
+                self.inner.append(&buf[..left as usize])?;
+                self.faults.space_left.store(0, Ordering::SeqCst);
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.faults
+                .space_left
+                .store(left - buf.len() as u64, Ordering::SeqCst);
+        }
+        self.inner.append(buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        let transient = self
+            .faults
+            .failing_syncs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if transient || self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+}
+
+impl FileSystem for FaultyFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        StdFs.list_dir(path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        Ok(Box::new(FaultyFile {
+            inner: StdFs.create(path)?,
+            faults: self.faults.clone(),
+        }))
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        Ok(Box::new(FaultyFile {
+            inner: StdFs.open(path)?,
+            faults: self.faults.clone(),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        if self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        StdFs.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        StdFs.lock(path)
+    }
+}

@@ -1,0 +1,199 @@
+//! What opening and reading do with damaged bytes: a torn or corrupt tail of
+//! the last segment is cut back and reported; anything else is an error.
+mod common;
+
+use common::*;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use wal::{Wal, WalError};
+
+const SEGMENT: u64 = 4096;
+
+/// Writes `n` records with small segments; returns the segment files.
+async fn log_with(dir: &Path, n: u64) -> Vec<PathBuf> {
+    let (wal, _) = Wal::open(dir, real_options(SEGMENT)).unwrap();
+    for i in 1..=n {
+        wal.append(payload(i)).await.unwrap();
+    }
+    drop(wal);
+    segment_files(dir)
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x5a;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[tokio::test]
+async fn truncated_last_record_is_repaired_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 10).await;
+    let last = files.last().unwrap();
+    let full = len(last);
+    let file = OpenOptions::new().write(true).open(last).unwrap();
+    file.set_len(full - 5).unwrap();
+    drop(file);
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    let repair = recovery.tail_repair.expect("repair reported");
+    assert_eq!(recovery.last_lsn, 9);
+    assert_eq!(repair.surviving, Some((1, 9)));
+    assert_eq!(repair.valid_bytes + repair.truncated_bytes, full - 5);
+    assert_eq!(len(last), repair.valid_bytes, "the cut was made on disk");
+    assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), 10);
+    let records = read_range(&wal, 1, 10).await.unwrap();
+    assert_eq!(records[9].payload.as_ref(), b"next");
+}
+
+#[tokio::test]
+async fn zero_filled_tail_is_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 5).await;
+    let last = files.last().unwrap();
+    let before = len(last);
+    let mut file = OpenOptions::new().append(true).open(last).unwrap();
+    file.write_all(&[0u8; 300]).unwrap();
+    drop(file);
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    let repair = recovery.tail_repair.expect("repair reported");
+    assert_eq!(repair.truncated_bytes, 300);
+    assert_eq!(len(last), before);
+    assert_eq!(wal.last_lsn(), 5);
+    assert_eq!(wal.append(b"six".to_vec()).await.unwrap(), 6);
+}
+
+#[tokio::test]
+async fn flipped_byte_in_the_last_segment_cuts_the_tail_from_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 3).await;
+    assert_eq!(files.len(), 1);
+    // Damage the payload of record 2: records 2 and 3 go, record 1 stays.
+    let first_len = 16 + payload(1).len() as u64;
+    flip_byte(&files[0], 16 + first_len + 20);
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    let repair = recovery.tail_repair.expect("repair reported");
+    assert_eq!(repair.surviving, Some((1, 1)));
+    assert!(repair.reason.contains("CRC"), "{}", repair.reason);
+    assert_eq!(wal.last_lsn(), 1);
+}
+
+#[tokio::test]
+async fn flipped_byte_in_sealed_segment_is_a_corruption_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 200).await;
+    assert!(files.len() >= 3);
+    let sealed = &files[1];
+    flip_byte(sealed, 100);
+    // Opening does not read sealed segments, so it succeeds...
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    assert_eq!(recovery.tail_repair, None);
+    assert_eq!(recovery.last_lsn, 200);
+    // ...and reading through the damage names the file and offset.
+    match read_range(&wal, 1, 200).await {
+        Err(WalError::Corruption { file, offset, .. }) => {
+            assert_eq!(&file, sealed);
+            assert!(offset <= 100, "offset {offset}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // verify reports it too, with the same file.
+    match wal::verify(dir.path()) {
+        Err(WalError::Corruption { file, .. }) => assert_eq!(&file, sealed),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_sealed_segment_is_a_gap_not_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 200).await;
+    std::fs::remove_file(&files[1]).unwrap();
+    assert!(matches!(
+        wal::verify(dir.path()),
+        Err(WalError::Corruption { .. })
+    ));
+    let (wal, _) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    assert!(matches!(
+        read_range(&wal, 1, 200).await,
+        Err(WalError::Corruption { .. })
+    ));
+}
+
+#[tokio::test]
+async fn torn_segment_header_is_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 200).await;
+    let last = files.last().unwrap();
+    let file = OpenOptions::new().write(true).open(last).unwrap();
+    file.set_len(7).unwrap();
+    drop(file);
+    let first_of_last = wal_first_lsn(last);
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    assert!(recovery.tail_repair.is_some());
+    assert_eq!(recovery.last_lsn, first_of_last - 1);
+    assert_eq!(wal.append(b"x".to_vec()).await.unwrap(), first_of_last);
+}
+
+fn wal_first_lsn(path: &Path) -> u64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn bad_magic_in_the_last_segment_is_corruption_not_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 3).await;
+    flip_byte(&files[0], 0);
+    assert!(matches!(
+        Wal::open(dir.path(), real_options(SEGMENT)),
+        Err(WalError::Corruption { offset: 0, .. })
+    ));
+}
+
+#[tokio::test]
+async fn verify_reports_a_torn_tail_without_failing_and_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 10).await;
+    let last = files.last().unwrap();
+    let mut file = OpenOptions::new().append(true).open(last).unwrap();
+    file.write_all(&[1, 2, 3]).unwrap();
+    drop(file);
+    let before = len(last);
+    let report = wal::verify(dir.path()).unwrap();
+    assert_eq!(report.records, 10);
+    assert_eq!(report.lsn_range, Some((1, 10)));
+    assert!(report.torn_tail.is_some());
+    assert_eq!(len(last), before);
+}
+
+#[tokio::test]
+async fn inspect_lists_segments_ranges_and_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+        for i in 1..=120 {
+            wal.append(payload(i)).await.unwrap();
+        }
+        wal.cursor("primary")
+            .await
+            .unwrap()
+            .commit(5)
+            .await
+            .unwrap();
+    }
+    let report = wal::inspect(dir.path()).unwrap();
+    assert_eq!(report.cursors.get("primary"), Some(&5));
+    assert_eq!(report.segments[0].first_lsn, 1);
+    assert_eq!(report.segments.last().unwrap().last_lsn, Some(120));
+    for pair in report.segments.windows(2) {
+        assert_eq!(pair[0].last_lsn, Some(pair[1].first_lsn - 1));
+    }
+    assert_eq!(
+        report.total_bytes,
+        report.segments.iter().map(|s| s.bytes).sum::<u64>()
+    );
+}
