@@ -35,7 +35,7 @@ pub fn is_chroma_error_body(body: &[u8]) -> bool {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
         return false;
     };
-    let field_ok = |k: &str| map.get(k).map_or(true, Value::is_string);
+    let field_ok = |k: &str| map.get(k).is_none_or(Value::is_string);
     (map.contains_key("error") || map.contains_key("message"))
         && field_ok("error")
         && field_ok("message")

@@ -1,0 +1,237 @@
+//! The layering of sources: defaults < file < legacy env < `CHROMA_HA_*`
+//! env < flags, and the final cross-field validation into a [`Config`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use super::file::apply_file;
+use super::parse::{self, Bad};
+use super::settings::{
+    apply, find, invalid, ConsistencyMode, Draft, ServerDraft, LEGACY_PORT, SETTINGS,
+};
+use super::{
+    Config, ConfigError, FsyncMode, FsyncPolicy, HealthConfig, ReadConfig, ReadConsistency,
+    ReplicationConfig, ServeArgs, ServerConfig, WalConfig,
+};
+
+fn env_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+fn apply_legacy_env(
+    d: &mut Draft,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for s in SETTINGS {
+        if let Some(name) = s.legacy_env {
+            if let Some(v) = env_value(env, name) {
+                apply(d, s, &v, name)?;
+            }
+        }
+    }
+    if let Some(v) = env_value(env, LEGACY_PORT) {
+        let port = parse::port(&v).map_err(|bad| invalid(LEGACY_PORT, false, &v, bad))?;
+        let host = if d.listen_explicit {
+            d.listen.ip()
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        d.listen = SocketAddr::new(host, port);
+    }
+    Ok(())
+}
+
+fn apply_env(d: &mut Draft, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    for s in SETTINGS {
+        if let Some(v) = env_value(env, s.env) {
+            apply(d, s, &v, s.env)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_flags(d: &mut Draft, args: &ServeArgs) -> Result<(), ConfigError> {
+    let by_flag = |key: &str| find(key).ok_or_else(|| unreachable_setting(key));
+    if let Some(v) = &args.listen {
+        apply(d, by_flag("listen")?, v, "--listen")?;
+    }
+    if let Some(v) = &args.primary {
+        apply(d, by_flag("primary")?, v, "--primary")?;
+    }
+    if !args.replicas.is_empty() {
+        let mut replicas = Vec::new();
+        for v in &args.replicas {
+            let urls =
+                parse::server_url_list(v).map_err(|bad| invalid("--replica", false, v, bad))?;
+            if urls.is_empty() {
+                return Err(invalid(
+                    "--replica",
+                    false,
+                    v,
+                    Bad::new("is not an http(s) URL"),
+                ));
+            }
+            replicas.extend(
+                urls.into_iter()
+                    .map(|u| ServerDraft::from_url(u, "--replica")),
+            );
+        }
+        d.replicas = replicas;
+    }
+    if let Some(v) = &args.data_dir {
+        if v.as_os_str().is_empty() {
+            return Err(invalid("--data-dir", false, "", Bad::new("is empty")));
+        }
+        d.data_dir = v.clone();
+    }
+    if let Some(mode) = args.fsync {
+        d.fsync = mode;
+    }
+    Ok(())
+}
+
+/// A setting the flag code refers to is missing from the table: a bug, but
+/// reported as an error rather than a panic.
+pub(super) fn unreachable_setting(key: &str) -> ConfigError {
+    ConfigError::Conflict {
+        setting: key.to_string(),
+        reason: "internal error: setting not in the settings table".to_string(),
+    }
+}
+
+// ---------------------------------------------------------------- finishing
+
+fn finish(d: Draft) -> Result<Config, ConfigError> {
+    let Some(primary) = d.primary else {
+        return Err(ConfigError::Conflict {
+            setting: "primary".to_string(),
+            reason: "no primary server configured; set PRIMARY_URL, CHROMA_HA_PRIMARY, \
+                     --primary or `primary` in the config file"
+                .to_string(),
+        });
+    };
+    let default_credentials = d
+        .server_token
+        .clone()
+        .map(|t| d.server_token_header.credentials(t));
+    let single_replica = d.replicas.len() == 1;
+    let drafts = std::iter::once((primary, "primary".to_string())).chain(
+        d.replicas.into_iter().enumerate().map(|(i, r)| {
+            let name = if single_replica {
+                "replica".to_string()
+            } else {
+                format!("replica-{}", i + 1)
+            };
+            (r, name)
+        }),
+    );
+    let mut servers: Vec<ServerConfig> = Vec::new();
+    for (draft, default_name) in drafts {
+        let server = ServerConfig {
+            name: draft.name.unwrap_or(default_name),
+            url: draft.url,
+            credentials: draft.credentials.or_else(|| default_credentials.clone()),
+            read_weight: draft.read_weight,
+        };
+        if let Some(other) = servers.iter().find(|s| s.name == server.name) {
+            return Err(ConfigError::Invalid {
+                setting: format!("{} (name)", draft.origin),
+                value: server.name.clone(),
+                reason: format!("is already the name of the server at {}", other.url),
+            });
+        }
+        if let Some(other) = servers.iter().find(|s| s.url == server.url) {
+            return Err(ConfigError::Invalid {
+                setting: draft.origin,
+                value: server.url.clone(),
+                reason: format!("is already configured as server '{}'", other.name),
+            });
+        }
+        servers.push(server);
+    }
+    let mut servers = servers.into_iter();
+    let primary = servers
+        .next()
+        .ok_or_else(|| unreachable_setting("primary"))?;
+    let replicas: Vec<ServerConfig> = servers.collect();
+
+    if d.max_bytes < d.segment_bytes {
+        return Err(ConfigError::Conflict {
+            setting: "wal.max_bytes".to_string(),
+            reason: format!(
+                "{} bytes is smaller than wal.segment_bytes ({} bytes)",
+                d.max_bytes, d.segment_bytes
+            ),
+        });
+    }
+    if d.retry_base > d.retry_cap {
+        return Err(ConfigError::Conflict {
+            setting: "replication.retry_base".to_string(),
+            reason: format!(
+                "{:?} is larger than replication.retry_cap ({:?})",
+                d.retry_base, d.retry_cap
+            ),
+        });
+    }
+
+    Ok(Config {
+        listen: d.listen,
+        primary,
+        replicas,
+        data_dir: d.data_dir,
+        wal: WalConfig {
+            fsync: match d.fsync {
+                FsyncMode::Always => FsyncPolicy::Always,
+                FsyncMode::Batch => FsyncPolicy::Batch {
+                    interval: d.fsync_interval,
+                },
+                FsyncMode::Never => FsyncPolicy::Never,
+            },
+            segment_bytes: d.segment_bytes,
+            max_bytes: d.max_bytes,
+        },
+        health: HealthConfig {
+            check_interval: d.check_interval,
+            failure_threshold: d.failure_threshold,
+            rise_threshold: d.rise_threshold,
+            probe_timeout: d.probe_timeout,
+        },
+        request_timeout: d.request_timeout,
+        connect_timeout: d.connect_timeout,
+        reads: ReadConfig {
+            replica_ratio: d.replica_ratio,
+            consistency: match d.consistency {
+                ConsistencyMode::Strong => ReadConsistency::Strong,
+                ConsistencyMode::Eventual => ReadConsistency::Eventual {
+                    max_staleness: d.max_staleness,
+                },
+            },
+        },
+        max_body_bytes: d.max_body_bytes,
+        replication: ReplicationConfig {
+            apply_window: d.apply_window,
+            replay_rate_limit: NonZeroU32::new(d.replay_rate_limit),
+            retry_base: d.retry_base,
+            retry_cap: d.retry_cap,
+        },
+        admin_token: d.admin_token,
+        log_level: d.log_level,
+    })
+}
+
+/// Layers every source in precedence order and validates the result.
+pub(crate) fn build(
+    file: Option<(&Path, &str)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    args: &ServeArgs,
+) -> Result<Config, ConfigError> {
+    let mut d = Draft::default();
+    if let Some((path, text)) = file {
+        apply_file(&mut d, path, text)?;
+    }
+    apply_legacy_env(&mut d, env)?;
+    apply_env(&mut d, env)?;
+    apply_flags(&mut d, args)?;
+    finish(d)
+}
