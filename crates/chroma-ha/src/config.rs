@@ -32,7 +32,7 @@
 //! | `max_body_bytes`             | `CHROMA_HA_MAX_BODY_BYTES`          |                      | `64MiB`          |
 //! | `admin_token`                | `CHROMA_HA_ADMIN_TOKEN`             |                      | none (disabled)  |
 //! | `log_level`                  | `CHROMA_HA_LOG_LEVEL`               |                      | `info`           |
-//! | `wal.fsync`                  | `CHROMA_HA_FSYNC`                   |                      | `batch`          |
+//! | `wal.fsync`                  | `CHROMA_HA_FSYNC`                   |                      | `always`         |
 //! | `wal.fsync_interval`         | `CHROMA_HA_FSYNC_INTERVAL`          |                      | `2ms`            |
 //! | `wal.segment_bytes`          | `CHROMA_HA_WAL_SEGMENT_BYTES`       |                      | `64MiB`          |
 //! | `wal.max_bytes`              | `CHROMA_HA_WAL_MAX_BYTES`           |                      | `10GiB`          |

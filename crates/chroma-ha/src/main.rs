@@ -1,1 +1,7 @@
-fn main() {}
+//! The `chroma-ha` binary: a thin shell over the library (see `cli`).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    chroma_ha::cli::main()
+}

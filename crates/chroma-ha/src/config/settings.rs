@@ -84,7 +84,7 @@ impl Default for Draft {
             server_token: None,
             server_token_header: TokenHeader::Authorization,
             data_dir: PathBuf::from(defaults::DATA_DIR),
-            fsync: FsyncMode::Batch,
+            fsync: FsyncMode::Always,
             fsync_interval: defaults::FSYNC_INTERVAL,
             segment_bytes: defaults::WAL_SEGMENT_BYTES,
             max_bytes: defaults::WAL_MAX_BYTES,

@@ -46,12 +46,7 @@ fn defaults_with_only_a_primary() {
     assert_eq!(c.primary.credentials, None);
     assert!(c.replicas.is_empty());
     assert_eq!(c.data_dir, Path::new("./data"));
-    assert_eq!(
-        c.wal.fsync,
-        FsyncPolicy::Batch {
-            interval: Duration::from_millis(2)
-        }
-    );
+    assert_eq!(c.wal.fsync, FsyncPolicy::Always);
     assert_eq!(c.wal.segment_bytes, 64 << 20);
     assert_eq!(c.wal.max_bytes, 10 << 30);
     assert_eq!(c.health.check_interval, Duration::from_secs(1));

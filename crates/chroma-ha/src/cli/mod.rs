@@ -1,0 +1,97 @@
+//! The command line: `serve`, `status`, `check`, `wal inspect|verify`.
+//! Exit codes: 0 success, 1 a check failed (corruption, servers differ,
+//! gateway not ready), 2 bad usage or configuration.
+
+mod check_cmd;
+mod status_cmd;
+mod wal_cmd;
+
+use crate::config::{Config, ServeArgs};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// chroma-ha: a high-availability gateway for ChromaDB with a durable
+/// write-ahead log.
+#[derive(Debug, Parser)]
+#[command(name = "chroma-ha", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in front of a primary and its replicas.
+    Serve(ServeArgs),
+    /// Show a running gateway's status (GET /status).
+    Status(status_cmd::StatusArgs),
+    /// Compare the content of Chroma servers directly (exit 1 if they differ).
+    Check(check_cmd::CheckArgs),
+    /// Look at a write-ahead log directory (read-only; safe while serving).
+    Wal {
+        /// What to do with the log.
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+/// `chroma-ha wal …`
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Segments, LSN ranges, cursors and sizes.
+    Inspect {
+        /// The log directory (DATA_DIR/wal of a gateway).
+        dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's CRC; exit 1 naming file and offset on corruption.
+    Verify {
+        /// The log directory (DATA_DIR/wal of a gateway).
+        dir: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Status(args) => status_cmd::run(args),
+        Command::Check(args) => check_cmd::run(args),
+        Command::Wal { command } => match command {
+            WalCommand::Inspect { dir, json } => wal_cmd::inspect(&dir, json),
+            WalCommand::Verify { dir } => wal_cmd::verify(&dir),
+        },
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::load(&args, &crate::config::process_env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("chroma-ha: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chroma-ha: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::gateway::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway stopped");
+            eprintln!("chroma-ha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

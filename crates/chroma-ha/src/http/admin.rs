@@ -1,0 +1,135 @@
+//! `/admin/…`: operator actions, behind a bearer token from the config.
+//! With no token configured every admin endpoint answers 404.
+//!
+//! - `GET  /admin/dead-letters`                 list dead letters
+//! - `POST /admin/dead-letters/{id}/retry`      apply one again on its server
+//! - `POST /admin/dead-letters/{id}/skip`       drop one (the operator fixed it)
+//! - `POST /admin/servers/{name}/pause|resume`  stop / restart a server's applier
+//! - `POST /admin/servers/{name}/drain|undrain` take a server out of (back into) service
+
+use super::{error_response, AppState};
+use crate::chroma::GatewayError;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{header, HeaderMap, StatusCode};
+use std::sync::Arc;
+
+/// The admin routes (mounted under `/admin`).
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/dead-letters", get(list_dead_letters))
+        .route("/dead-letters/{id}/retry", post(retry_dead_letter))
+        .route("/dead-letters/{id}/skip", post(skip_dead_letter))
+        .route("/servers/{name}/{action}", post(server_action))
+}
+
+/// Checks the bearer token in constant time; the error to send if not allowed.
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(token) = &app.config.admin_token else {
+        return Err(GatewayError::not_found(
+            "the admin API is disabled: set admin_token (CHROMA_HA_ADMIN_TOKEN) to enable it",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = token.expose().as_bytes();
+    let matches = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if matches {
+        Ok(())
+    } else {
+        Err(GatewayError::unauthorized(
+            "admin endpoints need 'Authorization: Bearer <admin_token>'",
+        ))
+    }
+}
+
+async fn list_dead_letters(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return error_response(&denied);
+    }
+    Json(serde_json::json!({ "dead_letters": app.rep.dead_letters().list() })).into_response()
+}
+
+async fn retry_dead_letter(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return error_response(&denied);
+    }
+    match app.rep.retry_dead_letter(id).await {
+        Ok(true) => Json(serde_json::json!({ "id": id, "resolved": true })).into_response(),
+        Ok(false) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({
+                "id": id,
+                "resolved": false,
+                "dead_letter": app.rep.dead_letters().get(id),
+            })),
+        )
+            .into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn skip_dead_letter(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return error_response(&denied);
+    }
+    match app.rep.dead_letters().remove(id) {
+        Ok(Some(letter)) => {
+            tracing::warn!(id, server = %letter.server, lsn = letter.lsn, "dead letter skipped by operator");
+            Json(serde_json::json!({ "id": id, "skipped": true })).into_response()
+        }
+        Ok(None) => error_response(&GatewayError::not_found(format!("no dead letter {id}"))),
+        Err(e) => error_response(&GatewayError::internal(e.to_string())),
+    }
+}
+
+async fn server_action(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return error_response(&denied);
+    }
+    let Some(index) = app.rep.backends().all().iter().position(|b| b.name() == name) else {
+        return error_response(&GatewayError::not_found(format!("no server named {name}")));
+    };
+    let backend = &app.rep.backends().all()[index];
+    match action.as_str() {
+        "pause" => app.rep.set_paused(index, true),
+        "resume" => app.rep.set_paused(index, false),
+        "drain" => backend.health().set_draining(true),
+        "undrain" => backend.health().set_draining(false),
+        other => {
+            return error_response(&GatewayError::not_found(format!(
+                "unknown action {other}: use pause, resume, drain or undrain"
+            )))
+        }
+    }
+    tracing::warn!(server = %name, %action, "operator action");
+    Json(serde_json::json!({
+        "server": name,
+        "action": action,
+        "paused": app.rep.is_paused(index),
+        "draining": backend.health().is_draining(),
+    }))
+    .into_response()
+}

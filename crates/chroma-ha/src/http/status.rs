@@ -1,0 +1,206 @@
+//! `/health` (the process answers), `/ready` (the log is open and at least
+//! one server is healthy) and `/status` (the JSON an operator and the ops
+//! scripts read; it keeps the Python balancer's fields).
+
+use super::AppState;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Liveness: always 200 while the process serves HTTP.
+pub async fn health() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Why the gateway is not ready, if it is not.
+pub fn not_ready_reason(app: &AppState) -> Option<String> {
+    if let Some(reason) = app.rep.wal().stats().poisoned {
+        return Some(format!("the write-ahead log is unusable: {reason}"));
+    }
+    if app.rep.backends().healthy_count() == 0 {
+        return Some("no Chroma server is healthy".into());
+    }
+    None
+}
+
+/// Readiness: 200 when writes can be taken, 503 with the reason otherwise.
+pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    match not_ready_reason(&app) {
+        None => Json(serde_json::json!({ "ready": true })).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+/// The log part of `/status`.
+#[derive(Debug, Serialize)]
+pub struct WalStatus {
+    /// Most entries any server still has to apply.
+    pub pending_writes: u64,
+    /// Whether a healthy server is catching up.
+    pub is_replaying: bool,
+    /// Receive time (Unix seconds) of the oldest entry some server has not applied.
+    pub oldest_pending: Option<f64>,
+    /// Entries applied by servers that did not execute them.
+    pub total_replayed: u64,
+    /// Entries that went to the dead-letter list.
+    pub failed_replays: u64,
+    /// First LSN in the log.
+    pub first_lsn: u64,
+    /// Last durable LSN.
+    pub last_lsn: u64,
+    /// Bytes the log uses.
+    pub used_bytes: u64,
+    /// The cap on that.
+    pub max_bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// The fsync policy.
+    pub fsync: &'static str,
+    /// Dead letters now listed.
+    pub dead_letters: usize,
+    /// Entries logged and waiting for their executor's answer.
+    pub undecided: usize,
+}
+
+/// One server in `/status`.
+#[derive(Debug, Serialize)]
+pub struct InstanceStatus {
+    /// Server name.
+    pub name: String,
+    /// Base URL.
+    pub url: String,
+    /// `primary` or `replica`.
+    pub role: &'static str,
+    /// Whether requests may go to it.
+    pub healthy: bool,
+    /// `healthy`, `unhealthy`, `unknown` or `draining`.
+    pub state: &'static str,
+    /// Share of requests that got an answer, 0..1.
+    pub success_rate: f64,
+    /// Requests sent to it.
+    pub total_requests: u64,
+    /// Last probe, Unix seconds.
+    pub last_health_check: Option<f64>,
+    /// Every log record up to here is applied or skipped on it.
+    pub applied_lsn: u64,
+    /// Log records it has not applied yet.
+    pub lag_entries: u64,
+    /// Age of the oldest entry it has not applied, seconds.
+    pub lag_seconds: f64,
+    /// `running`, `paused` or `waiting_for_server`.
+    pub applier: &'static str,
+    /// Entries it applied that another server executed.
+    pub replayed: u64,
+    /// Transient failures retried.
+    pub retries: u64,
+    /// Its dead letters.
+    pub dead_letters: usize,
+    /// The last error seen.
+    pub last_error: Option<String>,
+}
+
+/// The whole `/status` document.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Always `chroma-ha`.
+    pub service: &'static str,
+    /// The gateway's version.
+    pub version: &'static str,
+    /// Same as `/ready`.
+    pub ready: bool,
+    /// Why not ready, if not.
+    pub not_ready_reason: Option<String>,
+    /// The server the next write would go to.
+    pub executor: Option<String>,
+    /// Servers that are healthy.
+    pub healthy_instances: usize,
+    /// Servers configured.
+    pub total_instances: usize,
+    /// The log.
+    pub write_ahead_log: WalStatus,
+    /// Every server, primary first.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// Builds the status document.
+pub fn collect(app: &AppState) -> Status {
+    let rep = &app.rep;
+    let stats = rep.wal().stats();
+    let now_ms = crate::replication::progress::now_ms();
+    let mut instances = Vec::new();
+    let mut oldest: Option<u64> = None;
+    let mut pending = 0;
+    let mut replaying = false;
+    let mut replayed_total = 0;
+    for (index, backend) in rep.backends().all().iter().enumerate() {
+        let health = backend.health().snapshot();
+        let progress = rep.progress(index);
+        let lag_entries = rep.lag_entries(index);
+        pending = pending.max(lag_entries);
+        if let Some(t) = progress.oldest_held_ms {
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
+        replaying |= health.healthy && progress.held > 0 && progress.replayed_total > 0;
+        replayed_total += progress.replayed_total;
+        instances.push(InstanceStatus {
+            name: backend.name().to_string(),
+            url: backend.config().url.clone(),
+            role: if backend.is_primary() { "primary" } else { "replica" },
+            healthy: health.healthy,
+            state: health.state.as_str(),
+            success_rate: health.success_rate,
+            total_requests: health.total_requests,
+            last_health_check: health.last_health_check,
+            applied_lsn: progress.applied_upto,
+            lag_entries,
+            lag_seconds: progress
+                .oldest_held_ms
+                .map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0),
+            applier: progress.state.as_str(),
+            replayed: progress.replayed_total,
+            retries: progress.retries_total,
+            dead_letters: rep.dead_letters().count_for(backend.name()),
+            last_error: progress.last_error.or(health.last_error),
+        });
+    }
+    let not_ready_reason = not_ready_reason(app);
+    Status {
+        service: "chroma-ha",
+        version: env!("CARGO_PKG_VERSION"),
+        ready: not_ready_reason.is_none(),
+        not_ready_reason,
+        executor: rep
+            .choose_executor(None)
+            .map(|i| rep.backends().all()[i].name().to_string()),
+        healthy_instances: rep.backends().healthy_count(),
+        total_instances: rep.backends().all().len(),
+        write_ahead_log: WalStatus {
+            pending_writes: pending,
+            is_replaying: replaying,
+            oldest_pending: oldest.map(|t| t as f64 / 1000.0),
+            total_replayed: replayed_total,
+            failed_replays: rep.dead_letters().len() as u64,
+            first_lsn: stats.first_lsn,
+            last_lsn: stats.last_lsn,
+            used_bytes: stats.used_bytes,
+            max_bytes: stats.max_bytes,
+            segments: stats.segments,
+            fsync: rep.fsync_policy(),
+            dead_letters: rep.dead_letters().len(),
+            undecided: rep.undecided(),
+        },
+        instances,
+    }
+}
+
+/// The status document as JSON.
+pub async fn status(State(app): State<Arc<AppState>>) -> Response {
+    Json(collect(&app)).into_response()
+}

@@ -1,0 +1,393 @@
+//! Logical collection ids. Chroma gives the same collection a different id
+//! on every server; clients see one id, the *logical* id: the id from the
+//! server that executed the create. This map links each logical id to the
+//! physical id on every server, is kept durable in `collections.json`, and
+//! adopts collections found on the servers by (tenant, database, name).
+
+use super::state_file::{self, StateFileError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// One collection as the gateway knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionEntry {
+    /// The id clients see.
+    pub logical: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// Database name.
+    pub database: String,
+    /// Its current name.
+    pub name: String,
+    /// The LSN of the create entry that made it, if the gateway saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_lsn: Option<u64>,
+    /// Physical id per server name.
+    pub physical: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FileFormat {
+    collections: Vec<CollectionEntry>,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    by_logical: HashMap<String, CollectionEntry>,
+    /// Per server index: physical id → logical id.
+    by_physical: Vec<HashMap<String, String>>,
+}
+
+/// The logical ↔ physical map of every server. Changes are durable once
+/// [`IdMap::persist`] returns.
+#[derive(Debug)]
+pub struct IdMap {
+    path: PathBuf,
+    servers: Vec<String>,
+    maps: Mutex<Maps>,
+    generation: AtomicU64,
+    persisted: tokio::sync::Mutex<u64>,
+}
+
+impl Maps {
+    fn link(&mut self, server: usize, servers: &[String], logical: &str, physical: &str) {
+        if let Some(entry) = self.by_logical.get_mut(logical) {
+            if let Some(old) = entry
+                .physical
+                .insert(servers[server].clone(), physical.to_string())
+            {
+                self.by_physical[server].remove(&old);
+            }
+            self.by_physical[server].insert(physical.to_string(), logical.to_string());
+        }
+    }
+
+    fn unlink(&mut self, server: usize, servers: &[String], logical: &str) {
+        let Some(entry) = self.by_logical.get_mut(logical) else {
+            return;
+        };
+        if let Some(physical) = entry.physical.remove(&servers[server]) {
+            self.by_physical[server].remove(&physical);
+        }
+        if entry.physical.is_empty() {
+            self.by_logical.remove(logical);
+        }
+    }
+
+    fn find_by_name(
+        &self,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        missing_on: Option<&str>,
+    ) -> Option<String> {
+        self.by_logical
+            .values()
+            .filter(|c| c.tenant == tenant && c.database == database && c.name == name)
+            .filter(|c| missing_on.is_none_or(|s| !c.physical.contains_key(s)))
+            .max_by_key(|c| c.created_lsn)
+            .map(|c| c.logical.clone())
+    }
+}
+
+impl IdMap {
+    /// Loads the map from `path` (empty if the file does not exist) for the
+    /// servers named in priority order. Links to servers no longer
+    /// configured are kept in the file but not used.
+    pub fn load(path: PathBuf, servers: Vec<String>) -> Result<Self, StateFileError> {
+        let file: FileFormat = state_file::load(&path)?.unwrap_or_default();
+        let mut maps = Maps {
+            by_logical: HashMap::new(),
+            by_physical: vec![HashMap::new(); servers.len()],
+        };
+        for entry in file.collections {
+            for (i, server) in servers.iter().enumerate() {
+                if let Some(physical) = entry.physical.get(server) {
+                    maps.by_physical[i].insert(physical.clone(), entry.logical.clone());
+                }
+            }
+            maps.by_logical.insert(entry.logical.clone(), entry);
+        }
+        Ok(IdMap {
+            path,
+            servers,
+            maps: Mutex::new(maps),
+            generation: AtomicU64::new(0),
+            persisted: tokio::sync::Mutex::new(0),
+        })
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The physical id of `logical` on `server`.
+    pub fn physical(&self, logical: &str, server: usize) -> Option<String> {
+        let maps = self.maps();
+        maps.by_logical
+            .get(logical)?
+            .physical
+            .get(&self.servers[server])
+            .cloned()
+    }
+
+    /// The logical id of `physical` on `server`.
+    pub fn logical(&self, physical: &str, server: usize) -> Option<String> {
+        self.maps().by_physical.get(server)?.get(physical).cloned()
+    }
+
+    /// The collection behind a logical id.
+    pub fn get(&self, logical: &str) -> Option<CollectionEntry> {
+        self.maps().by_logical.get(logical).cloned()
+    }
+
+    /// Number of logical collections.
+    pub fn len(&self) -> usize {
+        self.maps().by_logical.len()
+    }
+
+    /// Whether no collection is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records that `server` applied the create entry `lsn` and holds the
+    /// collection as `physical`. Returns the logical id: the one already
+    /// linked to `physical`, else the one the create made on another
+    /// server, else `physical` itself (this server executed the create).
+    pub fn learn_created(
+        &self,
+        lsn: u64,
+        server: usize,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        physical: &str,
+    ) -> String {
+        let mut maps = self.maps();
+        if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
+            return logical;
+        }
+        let existing = maps
+            .by_logical
+            .values()
+            .find(|c| c.created_lsn == Some(lsn))
+            .map(|c| c.logical.clone());
+        let logical = match existing {
+            Some(logical) => logical,
+            None => {
+                let logical = physical.to_string();
+                maps.by_logical.insert(
+                    logical.clone(),
+                    CollectionEntry {
+                        logical: logical.clone(),
+                        tenant: tenant.to_string(),
+                        database: database.to_string(),
+                        name: name.to_string(),
+                        created_lsn: Some(lsn),
+                        physical: BTreeMap::new(),
+                    },
+                );
+                logical
+            }
+        };
+        maps.link(server, &self.servers, &logical, physical);
+        drop(maps);
+        self.changed();
+        logical
+    }
+
+    /// Adopts a collection found on `server` (not created through the log,
+    /// or created while the gateway had no record of it): links it to the
+    /// logical collection of the same (tenant, database, name) that has no
+    /// id on this server yet, or makes `physical` a new logical id.
+    pub fn adopt(
+        &self,
+        server: usize,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        physical: &str,
+    ) -> String {
+        let mut maps = self.maps();
+        if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
+            return logical;
+        }
+        let logical = match maps.find_by_name(tenant, database, name, Some(&self.servers[server]))
+        {
+            Some(logical) => logical,
+            None => {
+                let logical = if maps.by_logical.contains_key(physical) {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    physical.to_string()
+                };
+                maps.by_logical.insert(
+                    logical.clone(),
+                    CollectionEntry {
+                        logical: logical.clone(),
+                        tenant: tenant.to_string(),
+                        database: database.to_string(),
+                        name: name.to_string(),
+                        created_lsn: None,
+                        physical: BTreeMap::new(),
+                    },
+                );
+                logical
+            }
+        };
+        maps.link(server, &self.servers, &logical, physical);
+        drop(maps);
+        self.changed();
+        logical
+    }
+
+    /// Links `logical` to `physical` on `server` (found by name).
+    pub fn link(&self, server: usize, logical: &str, physical: &str) {
+        self.maps().link(server, &self.servers, logical, physical);
+        self.changed();
+    }
+
+    /// `server` deleted the collection named `name`: drop its link.
+    pub fn forget(&self, server: usize, tenant: &str, database: &str, name: &str) {
+        let mut maps = self.maps();
+        let server_name = &self.servers[server];
+        let found = maps
+            .by_logical
+            .values()
+            .find(|c| {
+                c.tenant == tenant
+                    && c.database == database
+                    && c.name == name
+                    && c.physical.contains_key(server_name)
+            })
+            .map(|c| c.logical.clone());
+        if let Some(logical) = found {
+            maps.unlink(server, &self.servers, &logical);
+            drop(maps);
+            self.changed();
+        }
+    }
+
+    /// `server` deleted a whole database: drop its links there.
+    pub fn forget_database(&self, server: usize, tenant: &str, database: &str) {
+        let mut maps = self.maps();
+        let doomed: Vec<String> = maps
+            .by_logical
+            .values()
+            .filter(|c| c.tenant == tenant && c.database == database)
+            .map(|c| c.logical.clone())
+            .collect();
+        for logical in doomed {
+            maps.unlink(server, &self.servers, &logical);
+        }
+        drop(maps);
+        self.changed();
+    }
+
+    /// `server` was reset: it holds no collection any more.
+    pub fn forget_server(&self, server: usize) {
+        let mut maps = self.maps();
+        let doomed: Vec<String> = maps.by_physical[server].values().cloned().collect();
+        for logical in doomed {
+            maps.unlink(server, &self.servers, &logical);
+        }
+        drop(maps);
+        self.changed();
+    }
+
+    /// The collection was renamed.
+    pub fn rename(&self, logical: &str, name: &str) {
+        if let Some(entry) = self.maps().by_logical.get_mut(logical) {
+            entry.name = name.to_string();
+        }
+        self.changed();
+    }
+
+    /// Makes every change so far durable (coalescing concurrent callers).
+    pub async fn persist(&self) -> Result<(), StateFileError> {
+        let target = self.generation.load(Ordering::Acquire);
+        let mut persisted = self.persisted.lock().await;
+        if *persisted >= target {
+            return Ok(());
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut collections: Vec<CollectionEntry> =
+            self.maps().by_logical.values().cloned().collect();
+        collections.sort_by(|a, b| a.logical.cmp(&b.logical));
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || state_file::store(&path, &FileFormat { collections }))
+            .await
+            .map_err(|e| StateFileError::Io {
+                context: "writing",
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        *persisted = generation;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(dir: &std::path::Path) -> IdMap {
+        IdMap::load(
+            dir.join("collections.json"),
+            vec!["primary".into(), "replica".into()],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_executor_names_the_logical_id_and_replicas_link_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let logical = ids.learn_created(7, 1, "t", "d", "docs", "R1");
+        assert_eq!(logical, "R1", "the replica executed the create");
+        assert_eq!(ids.learn_created(7, 0, "t", "d", "docs", "P1"), "R1");
+        assert_eq!(ids.physical("R1", 0).as_deref(), Some("P1"));
+        assert_eq!(ids.logical("P1", 0).as_deref(), Some("R1"));
+        // Replaying the create is harmless.
+        assert_eq!(ids.learn_created(7, 0, "t", "d", "docs", "P1"), "R1");
+        ids.persist().await.unwrap();
+        let again = map(dir.path());
+        assert_eq!(again.physical("R1", 0).as_deref(), Some("P1"));
+        assert_eq!(again.physical("R1", 1).as_deref(), Some("R1"));
+    }
+
+    #[test]
+    fn adoption_links_by_name_and_a_recreated_name_gets_a_new_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let a = ids.adopt(0, "t", "d", "old", "P9");
+        assert_eq!(ids.adopt(1, "t", "d", "old", "R9"), a);
+        ids.forget(0, "t", "d", "old");
+        ids.forget(1, "t", "d", "old");
+        assert!(ids.get(&a).is_none());
+        let b = ids.learn_created(20, 0, "t", "d", "old", "P10");
+        assert_ne!(a, b);
+        assert_eq!(ids.learn_created(20, 1, "t", "d", "old", "R10"), b);
+    }
+
+    #[test]
+    fn a_reset_forgets_one_server_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let a = ids.learn_created(1, 0, "t", "d", "x", "P1");
+        ids.learn_created(1, 1, "t", "d", "x", "R1");
+        ids.forget_server(0);
+        assert_eq!(ids.physical(&a, 0), None);
+        assert_eq!(ids.physical(&a, 1).as_deref(), Some("R1"));
+        ids.forget_server(1);
+        assert!(ids.is_empty());
+    }
+}

@@ -1,0 +1,310 @@
+//! The ledger: the decision of every entry, and the executions under way.
+//!
+//! Rule for decisions (it is what makes a gateway crash safe):
+//! - an entry is **committed** unless a decision record in the log says it
+//!   was rejected or cancelled;
+//! - a rejection or cancellation is appended durably *before* the client is
+//!   told, so a write whose client was told it failed is never applied;
+//! - entries logged by the running process are **undecided** until the
+//!   executor's answer decides them (in memory: committed needs no record);
+//! - at start, every entry of an earlier run without a decision record is
+//!   committed: its client either got a 2xx, or got no answer at all (the
+//!   gateway died first), and replaying a write is harmless (DESIGN.md,
+//!   replay rules).
+
+use super::record::Refusal;
+use crate::backend::UpstreamResponse;
+use crate::chroma::GatewayError;
+use http::HeaderMap;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use tokio::sync::{oneshot, watch};
+
+/// Where an entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// Apply it everywhere.
+    Committed,
+    /// Apply it nowhere (the executor refused it, or it reached no server).
+    Refused(Refusal),
+    /// Not decided yet; `executor` is the server that should run it first.
+    Undecided {
+        /// Index of the executing server, once assigned.
+        executor: Option<usize>,
+    },
+}
+
+/// The answer a waiting client gets.
+pub type WriteResult = Result<(usize, UpstreamResponse), GatewayError>;
+
+/// What the executing applier needs from the client's request.
+#[derive(Debug, Default)]
+pub struct Execution {
+    /// The client's Authorization / X-Chroma-Token headers (never logged).
+    pub credentials: HeaderMap,
+}
+
+#[derive(Debug)]
+struct Live {
+    state: EntryState,
+    credentials: HeaderMap,
+    waiter: Option<oneshot::Sender<WriteResult>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every entry at or below this LSN is decided; committed unless in `refused`.
+    decided_upto: u64,
+    /// Refusals (kept until every applier is past them).
+    refused: BTreeMap<u64, Refusal>,
+    /// Entries above `decided_upto`, logged by this process.
+    live: BTreeMap<u64, Live>,
+}
+
+/// Decisions and executions, shared by request handlers and appliers.
+#[derive(Debug)]
+pub struct Ledger {
+    inner: Mutex<Inner>,
+    changed: watch::Sender<u64>,
+}
+
+impl Ledger {
+    /// A ledger for a log whose records up to `boot_lsn` were written by an
+    /// earlier run, with the refusals found in those records.
+    pub fn new(boot_lsn: u64, refused: BTreeMap<u64, Refusal>) -> Self {
+        let (changed, _) = watch::channel(0);
+        Ledger {
+            inner: Mutex::new(Inner {
+                decided_upto: boot_lsn,
+                refused,
+                live: BTreeMap::new(),
+            }),
+            changed,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees every change of the ledger.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The state of the entry at `lsn`.
+    pub fn state(&self, lsn: u64) -> EntryState {
+        let inner = self.lock();
+        if let Some(refusal) = inner.refused.get(&lsn) {
+            return EntryState::Refused(*refusal);
+        }
+        if lsn <= inner.decided_upto {
+            return EntryState::Committed;
+        }
+        inner
+            .live
+            .get(&lsn)
+            .map_or(EntryState::Undecided { executor: None }, |l| l.state)
+    }
+
+    /// Registers a just-logged entry: `executor` runs it with the client's
+    /// `credentials`; the result goes to the returned receiver.
+    pub fn begin(
+        &self,
+        lsn: u64,
+        executor: usize,
+        credentials: HeaderMap,
+    ) -> oneshot::Receiver<WriteResult> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().live.insert(
+            lsn,
+            Live {
+                state: EntryState::Undecided {
+                    executor: Some(executor),
+                },
+                credentials,
+                waiter: Some(tx),
+            },
+        );
+        self.bump();
+        rx
+    }
+
+    /// The client's credentials for the executor of `lsn`.
+    pub fn execution(&self, lsn: u64) -> Execution {
+        Execution {
+            credentials: self
+                .lock()
+                .live
+                .get(&lsn)
+                .map(|l| l.credentials.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Hands an undecided entry to another executor.
+    pub fn reassign(&self, lsn: u64, executor: usize) {
+        if let Some(live) = self.lock().live.get_mut(&lsn) {
+            if matches!(live.state, EntryState::Undecided { .. }) {
+                live.state = EntryState::Undecided {
+                    executor: Some(executor),
+                };
+            }
+        }
+        self.bump();
+    }
+
+    /// Marks the entry committed (in memory; no record is needed). The
+    /// waiting client, if any, is left waiting for `answer`.
+    pub fn commit(&self, lsn: u64) {
+        {
+            let mut inner = self.lock();
+            if let Some(live) = inner.live.get_mut(&lsn) {
+                live.state = EntryState::Committed;
+                live.credentials = HeaderMap::new();
+            }
+            advance(&mut inner);
+        }
+        self.bump();
+    }
+
+    /// Marks the entry refused. The caller must have made the decision
+    /// record durable first.
+    pub fn refuse(&self, lsn: u64, refusal: Refusal) {
+        {
+            let mut inner = self.lock();
+            inner.refused.insert(lsn, refusal);
+            if let Some(live) = inner.live.get_mut(&lsn) {
+                live.state = EntryState::Refused(refusal);
+                live.credentials = HeaderMap::new();
+            }
+            advance(&mut inner);
+        }
+        self.bump();
+    }
+
+    /// Gives the waiting client (if any is still waiting) its answer.
+    pub fn answer(&self, lsn: u64, result: WriteResult) {
+        let waiter = {
+            let mut inner = self.lock();
+            let waiter = inner.live.get_mut(&lsn).and_then(|l| l.waiter.take());
+            advance(&mut inner);
+            waiter
+        };
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(result);
+        }
+    }
+
+    /// Stops waiting for the entry's answer (the client gave up); the entry
+    /// itself goes on as decided.
+    pub fn abandon(&self, lsn: u64) {
+        let mut inner = self.lock();
+        if let Some(live) = inner.live.get_mut(&lsn) {
+            live.waiter = None;
+        }
+        advance(&mut inner);
+    }
+
+    /// Whether a client still waits for the entry's answer.
+    pub fn has_waiter(&self, lsn: u64) -> bool {
+        self.lock()
+            .live
+            .get(&lsn)
+            .is_some_and(|l| l.waiter.as_ref().is_some_and(|w| !w.is_closed()))
+    }
+
+    /// Forgets refusals below `lsn` (every applier is past them).
+    pub fn forget_below(&self, lsn: u64) {
+        let mut inner = self.lock();
+        inner.refused = inner.refused.split_off(&lsn);
+    }
+
+    /// Entries logged by this process that are still undecided.
+    pub fn undecided(&self) -> usize {
+        self.lock()
+            .live
+            .values()
+            .filter(|l| matches!(l.state, EntryState::Undecided { .. }))
+            .count()
+    }
+}
+
+/// Moves `decided_upto` over decided entries whose clients have their answer.
+fn advance(inner: &mut Inner) {
+    loop {
+        let next = inner.decided_upto + 1;
+        match inner.live.get(&next) {
+            Some(l) if !matches!(l.state, EntryState::Undecided { .. }) && l.waiter.is_none() => {
+                inner.live.remove(&next);
+                inner.decided_upto = next;
+            }
+            _ => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_an_earlier_run_are_committed_unless_refused() {
+        let refused = BTreeMap::from([(3, Refusal::Rejected)]);
+        let ledger = Ledger::new(5, refused);
+        assert_eq!(ledger.state(2), EntryState::Committed);
+        assert_eq!(ledger.state(3), EntryState::Refused(Refusal::Rejected));
+        assert_eq!(ledger.state(6), EntryState::Undecided { executor: None });
+    }
+
+    #[test]
+    fn a_live_entry_is_undecided_until_decided() {
+        let ledger = Ledger::new(0, BTreeMap::new());
+        let mut rx = ledger.begin(1, 0, HeaderMap::new());
+        assert_eq!(
+            ledger.state(1),
+            EntryState::Undecided { executor: Some(0) }
+        );
+        ledger.reassign(1, 1);
+        assert_eq!(
+            ledger.state(1),
+            EntryState::Undecided { executor: Some(1) }
+        );
+        ledger.commit(1);
+        assert_eq!(ledger.state(1), EntryState::Committed);
+        ledger.answer(1, Err(GatewayError::internal("x")));
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(ledger.state(1), EntryState::Committed);
+        // The entry left the live map: the watermark moved over it.
+        assert_eq!(ledger.lock().decided_upto, 1);
+    }
+
+    #[test]
+    fn a_refusal_outlives_the_watermark() {
+        let ledger = Ledger::new(0, BTreeMap::new());
+        let _rx = ledger.begin(1, 0, HeaderMap::new());
+        ledger.refuse(1, Refusal::Cancelled);
+        ledger.answer(1, Err(GatewayError::internal("x")));
+        assert_eq!(ledger.state(1), EntryState::Refused(Refusal::Cancelled));
+        ledger.forget_below(2);
+        assert_eq!(ledger.state(1), EntryState::Committed);
+    }
+
+    #[test]
+    fn an_undecided_entry_holds_the_watermark() {
+        let ledger = Ledger::new(0, BTreeMap::new());
+        let _a = ledger.begin(1, 0, HeaderMap::new());
+        let _b = ledger.begin(2, 0, HeaderMap::new());
+        ledger.commit(2);
+        ledger.answer(2, Err(GatewayError::internal("x")));
+        assert_eq!(ledger.state(1), EntryState::Undecided { executor: Some(0) });
+        assert_eq!(ledger.state(2), EntryState::Committed);
+        ledger.commit(1);
+        ledger.answer(1, Err(GatewayError::internal("x")));
+        assert_eq!(ledger.lock().decided_upto, 2);
+    }
+}
