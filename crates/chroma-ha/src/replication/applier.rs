@@ -10,7 +10,9 @@ use super::progress::{ApplierState, Held};
 use super::record::{self, Entry, LogRecord, Refusal};
 use super::Replicator;
 use crate::backend::AttemptClass;
-use crate::chroma::{classify, replay_outcome, GatewayError, KnownRoute, ReplayOutcome, Route, WriteFootprint};
+use crate::chroma::{
+    classify, replay_outcome, GatewayError, KnownRoute, ReplayOutcome, Route, WriteFootprint,
+};
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -82,26 +84,22 @@ fn slot_for(lsn: u64, payload: &bytes::Bytes, server: &str) -> (Slot, Option<Hel
             };
             (slot, Some(held))
         }
-        Ok(LogRecord::Decision { .. }) => (
-            Slot {
-                lsn,
-                work: None,
-                footprint: None,
-                status: Status::Done,
-            },
-            None,
-        ),
+        Ok(LogRecord::Decision { .. }) => (Slot::nothing_to_apply(lsn), None),
         Err(e) => {
             tracing::error!(server, lsn, error = %e, "skipping a log record the gateway cannot read");
-            (
-                Slot {
-                    lsn,
-                    work: None,
-                    footprint: None,
-                    status: Status::Done,
-                },
-                None,
-            )
+            (Slot::nothing_to_apply(lsn), None)
+        }
+    }
+}
+
+impl Slot {
+    /// A record that needs no work (a decision, or an unreadable record).
+    fn nothing_to_apply(lsn: u64) -> Self {
+        Slot {
+            lsn,
+            work: None,
+            footprint: None,
+            status: Status::Done,
         }
     }
 }
@@ -281,7 +279,9 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
     }
 }
 
-fn describe(result: &Result<crate::backend::UpstreamResponse, crate::backend::TransportError>) -> String {
+fn describe(
+    result: &Result<crate::backend::UpstreamResponse, crate::backend::TransportError>,
+) -> String {
     match result {
         Ok(r) => format!(
             "answered {} {}",
@@ -364,12 +364,31 @@ async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> T
             progress.set_state(ApplierState::WaitingForServer);
             backend.health().wait_healthy().await;
         }
-        let result = rep.send_entry(index, &work.entry, http::HeaderMap::new()).await;
+        let result = rep
+            .send_entry(index, &work.entry, http::HeaderMap::new())
+            .await;
         backend.health().observe(&result);
         let outcome = match (&result, &work.route) {
+            // Re-applied after a gateway restart on a server that was already
+            // past this entry: a collection a later entry deleted is gone.
+            (Ok(r), Some(route))
+                if lsn <= rep.boot_lsn
+                    && r.status == http::StatusCode::NOT_FOUND
+                    && route.collection_id().is_some()
+                    && replay_outcome(route.op, r.status, &r.body) == ReplayOutcome::Divergent =>
+            {
+                tracing::info!(
+                    server = backend.name(),
+                    lsn,
+                    "entry of an earlier run found its collection gone; taken as done"
+                );
+                ReplayOutcome::AlreadyDone
+            }
             (Ok(r), Some(route)) => replay_outcome(route.op, r.status, &r.body),
             (Ok(r), None) if r.status.is_success() => ReplayOutcome::Applied,
-            (Ok(r), None) if crate::chroma::is_unwell(r.status, &r.body) => ReplayOutcome::Transient,
+            (Ok(r), None) if crate::chroma::is_unwell(r.status, &r.body) => {
+                ReplayOutcome::Transient
+            }
             (Ok(_), None) => ReplayOutcome::Divergent,
             (Err(_), _) => ReplayOutcome::Transient,
         };

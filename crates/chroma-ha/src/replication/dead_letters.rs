@@ -77,7 +77,11 @@ impl DeadLetters {
 
     /// One dead letter.
     pub fn get(&self, id: u64) -> Option<DeadLetter> {
-        self.state().dead_letters.iter().find(|d| d.id == id).cloned()
+        self.state()
+            .dead_letters
+            .iter()
+            .find(|d| d.id == id)
+            .cloned()
     }
 
     /// Removes a dead letter (resolved or skipped) and stores the list.
@@ -92,7 +96,12 @@ impl DeadLetters {
     }
 
     /// Records another failed try of a dead letter.
-    pub fn record_attempt(&self, id: u64, status: u16, error: String) -> Result<(), StateFileError> {
+    pub fn record_attempt(
+        &self,
+        id: u64,
+        status: u16,
+        error: String,
+    ) -> Result<(), StateFileError> {
         let mut state = self.state();
         if let Some(letter) = state.dead_letters.iter_mut().find(|d| d.id == id) {
             letter.attempts += 1;

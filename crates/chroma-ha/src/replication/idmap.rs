@@ -77,6 +77,35 @@ impl Maps {
         }
     }
 
+    /// Adds a collection whose logical id is `physical` (a fresh UUID in
+    /// the unlikely case that id is taken) and returns that id.
+    fn insert_new(
+        &mut self,
+        physical: &str,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        created_lsn: Option<u64>,
+    ) -> String {
+        let logical = if self.by_logical.contains_key(physical) {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            physical.to_string()
+        };
+        self.by_logical.insert(
+            logical.clone(),
+            CollectionEntry {
+                logical: logical.clone(),
+                tenant: tenant.to_string(),
+                database: database.to_string(),
+                name: name.to_string(),
+                created_lsn,
+                physical: BTreeMap::new(),
+            },
+        );
+        logical
+    }
+
     fn find_by_name(
         &self,
         tenant: &str,
@@ -175,29 +204,33 @@ impl IdMap {
         if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
             return logical;
         }
-        let existing = maps
+        let server_name = &self.servers[server];
+        let made_by_this_entry = maps
             .by_logical
             .values()
             .find(|c| c.created_lsn == Some(lsn))
             .map(|c| c.logical.clone());
-        let logical = match existing {
-            Some(logical) => logical,
-            None => {
-                let logical = physical.to_string();
-                maps.by_logical.insert(
-                    logical.clone(),
-                    CollectionEntry {
-                        logical: logical.clone(),
-                        tenant: tenant.to_string(),
-                        database: database.to_string(),
-                        name: name.to_string(),
-                        created_lsn: Some(lsn),
-                        physical: BTreeMap::new(),
-                    },
-                );
-                logical
-            }
+        // A collection adopted by name while this create was under way (a
+        // read listed it on the executor first) has no creating LSN yet.
+        let adopted_meanwhile = || {
+            maps.by_logical
+                .values()
+                .find(|c| {
+                    c.created_lsn.is_none()
+                        && c.tenant == tenant
+                        && c.database == database
+                        && c.name == name
+                        && !c.physical.contains_key(server_name)
+                })
+                .map(|c| c.logical.clone())
         };
+        let logical = match made_by_this_entry.or_else(adopted_meanwhile) {
+            Some(logical) => logical,
+            None => maps.insert_new(physical, tenant, database, name, Some(lsn)),
+        };
+        if let Some(entry) = maps.by_logical.get_mut(&logical) {
+            entry.created_lsn.get_or_insert(lsn);
+        }
         maps.link(server, &self.servers, &logical, physical);
         drop(maps);
         self.changed();
@@ -220,28 +253,9 @@ impl IdMap {
         if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
             return logical;
         }
-        let logical = match maps.find_by_name(tenant, database, name, Some(&self.servers[server]))
-        {
+        let logical = match maps.find_by_name(tenant, database, name, Some(&self.servers[server])) {
             Some(logical) => logical,
-            None => {
-                let logical = if maps.by_logical.contains_key(physical) {
-                    uuid::Uuid::new_v4().to_string()
-                } else {
-                    physical.to_string()
-                };
-                maps.by_logical.insert(
-                    logical.clone(),
-                    CollectionEntry {
-                        logical: logical.clone(),
-                        tenant: tenant.to_string(),
-                        database: database.to_string(),
-                        name: name.to_string(),
-                        created_lsn: None,
-                        physical: BTreeMap::new(),
-                    },
-                );
-                logical
-            }
+            None => maps.insert_new(physical, tenant, database, name, None),
         };
         maps.link(server, &self.servers, &logical, physical);
         drop(maps);

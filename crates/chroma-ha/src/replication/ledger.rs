@@ -265,15 +265,9 @@ mod tests {
     fn a_live_entry_is_undecided_until_decided() {
         let ledger = Ledger::new(0, BTreeMap::new());
         let mut rx = ledger.begin(1, 0, HeaderMap::new());
-        assert_eq!(
-            ledger.state(1),
-            EntryState::Undecided { executor: Some(0) }
-        );
+        assert_eq!(ledger.state(1), EntryState::Undecided { executor: Some(0) });
         ledger.reassign(1, 1);
-        assert_eq!(
-            ledger.state(1),
-            EntryState::Undecided { executor: Some(1) }
-        );
+        assert_eq!(ledger.state(1), EntryState::Undecided { executor: Some(1) });
         ledger.commit(1);
         assert_eq!(ledger.state(1), EntryState::Committed);
         ledger.answer(1, Err(GatewayError::internal("x")));

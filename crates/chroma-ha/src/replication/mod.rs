@@ -95,6 +95,9 @@ pub struct Replicator {
     progress_tx: watch::Sender<u64>,
     fsync: &'static str,
     recovery: wal::Recovery,
+    /// The last LSN written by an earlier run: entries up to here may be
+    /// applied a second time on a server that is already past them.
+    boot_lsn: u64,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -114,7 +117,10 @@ pub struct Answer {
     pub response: UpstreamResponse,
 }
 
-fn wal_options(config: &Config, on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>) -> (wal::WalOptions, &'static str) {
+fn wal_options(
+    config: &Config,
+    on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+) -> (wal::WalOptions, &'static str) {
     let (sync, name) = match config.wal.fsync {
         FsyncPolicy::Always => (wal::SyncPolicy::Always, "always"),
         FsyncPolicy::Batch { interval } => (wal::SyncPolicy::Batch { interval }, "batch"),
@@ -171,6 +177,17 @@ impl Replicator {
         if let Some(repair) = &recovery.tail_repair {
             tracing::warn!(?repair, "the log's torn tail was repaired at start");
         }
+        // A cursor of a server no longer configured would hold every
+        // segment forever: drop it (its server cannot be replayed anyway).
+        for name in log.cursors().keys() {
+            if !backends.all().iter().any(|b| b.name() == name) {
+                tracing::warn!(
+                    server = %name,
+                    "removing the log cursor of a server that is no longer configured"
+                );
+                log.remove_cursor(name).await.map_err(wal_err)?;
+            }
+        }
         let mut cursors = Vec::new();
         for backend in backends.all() {
             cursors.push(log.cursor(backend.name()).await.map_err(wal_err)?);
@@ -178,7 +195,11 @@ impl Replicator {
         let lowest = cursors.iter().map(|c| c.position()).min().unwrap_or(0);
         let refused = refusals_since(&log, lowest + 1).await;
         let boot_lsn = log.last_lsn();
-        let names: Vec<String> = backends.all().iter().map(|b| b.name().to_string()).collect();
+        let names: Vec<String> = backends
+            .all()
+            .iter()
+            .map(|b| b.name().to_string())
+            .collect();
         let idmap = IdMap::load(config.data_dir.join("collections.json"), names)?;
         let dead_letters = DeadLetters::load(config.data_dir.join("dead_letters.json"))?;
         let settings = ReplicationSettings {
@@ -201,7 +222,10 @@ impl Replicator {
             "replication state recovered"
         );
         let replicator = Arc::new(Replicator {
-            progress: cursors.iter().map(|c| Progress::new(c.position())).collect(),
+            progress: cursors
+                .iter()
+                .map(|c| Progress::new(c.position()))
+                .collect(),
             paused: cursors.iter().map(|_| watch::channel(false).0).collect(),
             wal: log,
             backends,
@@ -214,6 +238,7 @@ impl Replicator {
             progress_tx: watch::channel(0).0,
             fsync,
             recovery,
+            boot_lsn,
         });
         for index in 0..replicator.backends.all().len() {
             tokio::spawn(applier::run(replicator.clone(), index));
@@ -515,7 +540,9 @@ impl Replicator {
         body: Bytes,
     ) -> Result<Answer, GatewayError> {
         let Some(index) = self.choose_executor(None) else {
-            return Err(GatewayError::service_unavailable("no Chroma server is healthy"));
+            return Err(GatewayError::service_unavailable(
+                "no Chroma server is healthy",
+            ));
         };
         let backend = &self.backends.all()[index];
         let result = backend
@@ -540,7 +567,8 @@ impl Replicator {
     /// The request path with the logical collection id replaced by server
     /// `index`'s physical id (resolved by name if not yet known).
     async fn physical_path(&self, index: usize, method: &Method, path: &str) -> String {
-        let rewrite = |p: &str| rewrite_path_to_physical(method, p, |l| self.idmap.physical(l, index));
+        let rewrite =
+            |p: &str| rewrite_path_to_physical(method, p, |l| self.idmap.physical(l, index));
         match rewrite(path) {
             PathRewrite::NoCollectionId => path.to_string(),
             PathRewrite::Rewritten(p) => p,
@@ -559,7 +587,9 @@ impl Replicator {
     /// name, and remembers it.
     async fn resolve(&self, index: usize, logical: &str) -> Option<String> {
         let entry = self.idmap.get(logical)?;
-        let response = self.get_by_name(index, &entry.tenant, &entry.database, &entry.name).await?;
+        let response = self
+            .get_by_name(index, &entry.tenant, &entry.database, &entry.name)
+            .await?;
         let info = collection_info(&response.body)?;
         self.idmap.link(index, logical, &info.id);
         self.persist_idmap().await;
@@ -652,7 +682,8 @@ impl Replicator {
                 match found {
                     Some(found) => {
                         if let Some(info) = collection_info(&found.body) {
-                            self.idmap.learn_created(lsn, index, tenant, database, &info.name, &info.id);
+                            self.idmap
+                                .learn_created(lsn, index, tenant, database, &info.name, &info.id);
                         }
                         found
                     }
@@ -681,7 +712,10 @@ impl Replicator {
             }
             Operation::Reset => {
                 self.idmap.forget_server(index);
-                self.adopted.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.adopted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
                 response
             }
             _ => response,
@@ -698,9 +732,16 @@ impl Replicator {
         }
     }
 
-    fn rewrite_for_client(&self, index: usize, op: Operation, mut response: UpstreamResponse) -> UpstreamResponse {
+    fn rewrite_for_client(
+        &self,
+        index: usize,
+        op: Operation,
+        mut response: UpstreamResponse,
+    ) -> UpstreamResponse {
         if response.status.is_success() {
-            if let Some(body) = rewrite_response_ids(op, &response.body, |p| self.idmap.logical(p, index)) {
+            if let Some(body) =
+                rewrite_response_ids(op, &response.body, |p| self.idmap.logical(p, index))
+            {
                 response.body = Bytes::from(body);
             }
         }
@@ -708,7 +749,12 @@ impl Replicator {
     }
 
     /// Links collections a read returned that the map does not know yet.
-    async fn adopt_from_response(&self, index: usize, route: &KnownRoute, response: &UpstreamResponse) {
+    async fn adopt_from_response(
+        &self,
+        index: usize,
+        route: &KnownRoute,
+        response: &UpstreamResponse,
+    ) {
         if !response.status.is_success() {
             return;
         }
@@ -722,7 +768,11 @@ impl Replicator {
             if self.idmap.logical(&info.id, index).is_some() {
                 continue;
             }
-            let tenant = info.tenant.clone().or_else(|| route.tenant.clone()).unwrap_or_default();
+            let tenant = info
+                .tenant
+                .clone()
+                .or_else(|| route.tenant.clone())
+                .unwrap_or_default();
             let database = info
                 .database
                 .clone()
@@ -730,7 +780,8 @@ impl Replicator {
                 .unwrap_or_default();
             self.ensure_adopted(&tenant, &database).await;
             if self.idmap.logical(&info.id, index).is_none() {
-                self.idmap.adopt(index, &tenant, &database, &info.name, &info.id);
+                self.idmap
+                    .adopt(index, &tenant, &database, &info.name, &info.id);
                 changed = true;
             }
         }
@@ -779,7 +830,8 @@ impl Replicator {
                     }
                 };
                 for info in &page {
-                    self.idmap.adopt(index, tenant, database, &info.name, &info.id);
+                    self.idmap
+                        .adopt(index, tenant, database, &info.name, &info.id);
                 }
                 if page.len() < 1000 {
                     break;
@@ -811,7 +863,13 @@ impl Replicator {
     }
 
     /// Puts an entry that server `index` refused on the dead-letter list.
-    async fn dead_letter(&self, index: usize, lsn: u64, entry: &Entry, response: &UpstreamResponse) {
+    async fn dead_letter(
+        &self,
+        index: usize,
+        lsn: u64,
+        entry: &Entry,
+        response: &UpstreamResponse,
+    ) {
         let backend = &self.backends.all()[index];
         let letter = DeadLetter {
             id: 0,
@@ -849,12 +907,16 @@ impl Replicator {
             .all()
             .iter()
             .position(|b| b.name() == letter.server)
-            .ok_or_else(|| GatewayError::not_found(format!("server {} is not configured", letter.server)))?;
+            .ok_or_else(|| {
+                GatewayError::not_found(format!("server {} is not configured", letter.server))
+            })?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&letter.record)
             .map_err(|e| GatewayError::internal(format!("dead letter {id} is damaged: {e}")))?;
         let Ok(LogRecord::Entry(entry)) = record::decode(&Bytes::from(bytes)) else {
-            return Err(GatewayError::internal(format!("dead letter {id} is not an entry")));
+            return Err(GatewayError::internal(format!(
+                "dead letter {id} is not an entry"
+            )));
         };
         let route = match crate::chroma::classify(&entry.method, entry.path_only()) {
             Route::Known(k) => Some(k),
@@ -874,7 +936,8 @@ impl Replicator {
         match outcome {
             crate::chroma::ReplayOutcome::Applied | crate::chroma::ReplayOutcome::AlreadyDone => {
                 let already = outcome == crate::chroma::ReplayOutcome::AlreadyDone;
-                self.learn(index, letter.lsn, &work, response, already).await;
+                self.learn(index, letter.lsn, &work, response, already)
+                    .await;
                 self.dead_letters
                     .remove(id)
                     .map_err(|e| GatewayError::internal(e.to_string()))?;

@@ -159,7 +159,12 @@ impl Progress {
     /// Whether this server has applied every entry up to `barrier` that
     /// overlaps `scope` (`None`: the read touches no data) and that
     /// `is_pending` says still matters (committed, not undecided).
-    pub fn covers(&self, scope: Option<&Scope>, barrier: u64, is_pending: impl Fn(u64) -> bool) -> bool {
+    pub fn covers(
+        &self,
+        scope: Option<&Scope>,
+        barrier: u64,
+        is_pending: impl Fn(u64) -> bool,
+    ) -> bool {
         let inner = self.lock();
         if inner.snapshot.fetched_upto < barrier {
             return false;
@@ -195,18 +200,24 @@ mod tests {
         let p = Progress::new(0);
         let a = collection("a");
         let b = collection("b");
-        p.fetched(1, Some(Held {
-            footprint: Some(WriteFootprint {
-                scope: a.clone(),
-                keys: Keys::All,
+        p.fetched(
+            1,
+            Some(Held {
+                footprint: Some(WriteFootprint {
+                    scope: a.clone(),
+                    keys: Keys::All,
+                }),
+                received_at_ms: 5,
             }),
-            received_at_ms: 5,
-        }));
+        );
         assert!(!p.covers(Some(&b), 2, |_| true), "not fetched up to 2");
         p.fetched(2, None);
         assert!(p.covers(Some(&b), 2, |_| true));
         assert!(!p.covers(Some(&a), 2, |_| true));
-        assert!(p.covers(Some(&a), 2, |_| false), "undecided entries do not hold reads");
+        assert!(
+            p.covers(Some(&a), 2, |_| false),
+            "undecided entries do not hold reads"
+        );
         assert_eq!(p.snapshot().oldest_held_ms, Some(5));
         p.finished(1);
         assert!(p.covers(Some(&a), 2, |_| true));

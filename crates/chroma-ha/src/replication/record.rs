@@ -174,7 +174,14 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [&b""[..], b"E", b"E\x01\xff\xff\xff\xff", b"D\x01", b"X", b"E\x02\0\0\0\0"] {
+        for bytes in [
+            &b""[..],
+            b"E",
+            b"E\x01\xff\xff\xff\xff",
+            b"D\x01",
+            b"X",
+            b"E\x02\0\0\0\0",
+        ] {
             assert!(decode(&Bytes::copy_from_slice(bytes)).is_err());
         }
     }

@@ -34,12 +34,14 @@ pub enum StateFileError {
 /// Reads the file, `Ok(None)` if it does not exist.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateFileError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StateFileError::Invalid {
-                path: path.to_path_buf(),
-                source,
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateFileError::Invalid {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateFileError::Io {
             context: "reading",
