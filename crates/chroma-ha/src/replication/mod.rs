@@ -549,18 +549,42 @@ impl Replicator {
             .client()
             .send(method, path_and_query, headers, body)
             .await;
-        backend.health().observe(&result);
         match result {
-            Ok(response) => Ok(Answer {
-                server: index,
-                lsn: None,
-                response,
-            }),
-            Err(e) => Err(GatewayError::new(
-                StatusCode::BAD_GATEWAY,
-                "BadGateway",
-                e.to_string(),
-            )),
+            Ok(mut response) => {
+                // An unknown route gets Chroma's router answer (404/405 with
+                // an empty body): an answer, not a sign of an unwell server.
+                backend.health().mark_success();
+                if !response.status.is_success()
+                    && !crate::chroma::is_chroma_error_body(&response.body)
+                {
+                    let error = GatewayError::new(
+                        response.status,
+                        if response.status == StatusCode::NOT_FOUND { "NotFoundError" } else { "ChromaError" },
+                        format!(
+                            "{path_and_query}: Chroma answered {} (not a route of the Chroma 1.5.9 API)",
+                            response.status
+                        ),
+                    );
+                    response.body = Bytes::from(error.body());
+                    response.headers.insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                }
+                Ok(Answer {
+                    server: index,
+                    lsn: None,
+                    response,
+                })
+            }
+            Err(e) => {
+                backend.health().mark_failure(&e.to_string());
+                Err(GatewayError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "BadGateway",
+                    e.to_string(),
+                ))
+            }
         }
     }
 
