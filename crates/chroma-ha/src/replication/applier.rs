@@ -58,8 +58,15 @@ fn conflicts(a: &Option<WriteFootprint>, b: &Option<WriteFootprint>) -> bool {
     }
 }
 
-/// Turns a log record into a window slot.
-fn slot_for(lsn: u64, payload: &bytes::Bytes, server: &str) -> (Slot, Option<Held>) {
+/// Turns a log record into a window slot. A record this binary cannot read
+/// (written by a newer version, or damaged) is not skipped silently: it
+/// goes to the dead-letter list for an operator to look at.
+fn slot_for(
+    rep: &Replicator,
+    index: usize,
+    lsn: u64,
+    payload: &bytes::Bytes,
+) -> (Slot, Option<Held>) {
     match record::decode(payload) {
         Ok(LogRecord::Entry(entry)) => {
             let route = match classify(&entry.method, entry.path_only()) {
@@ -86,7 +93,7 @@ fn slot_for(lsn: u64, payload: &bytes::Bytes, server: &str) -> (Slot, Option<Hel
         }
         Ok(LogRecord::Decision { .. }) => (Slot::nothing_to_apply(lsn), None),
         Err(e) => {
-            tracing::error!(server, lsn, error = %e, "skipping a log record the gateway cannot read");
+            rep.dead_letter_unreadable(index, lsn, payload, &e.to_string());
             (Slot::nothing_to_apply(lsn), None)
         }
     }
@@ -133,7 +140,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
             ApplierState::Running
         });
         let mut rate_limited = false;
-        if !is_paused {
+        {
             let mut unfinished: Vec<&Option<WriteFootprint>> = Vec::new();
             let mut starts: Vec<(u64, Work, bool)> = Vec::new();
             let mut running_count = running.len();
@@ -149,8 +156,22 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
                             progress.finished(slot.lsn);
                             continue;
                         }
+                        // A paused applier replays nothing...
+                        EntryState::Committed if is_paused => None,
                         EntryState::Committed => Some(false),
-                        EntryState::Undecided { executor } if executor == Some(index) => Some(true),
+                        EntryState::Undecided { executor } if executor == Some(index) => {
+                            // ...and hands writes it was to execute to another server.
+                            match is_paused
+                                .then(|| rep.choose_executor(Some(index)))
+                                .flatten()
+                            {
+                                Some(next) => {
+                                    rep.ledger.reassign(slot.lsn, next);
+                                    None
+                                }
+                                None => Some(true),
+                            }
+                        }
                         EntryState::Undecided { .. } => None,
                     };
                     let blocked = unfinished.iter().any(|f| conflicts(f, &slot.footprint));
@@ -237,14 +258,14 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
             record = reader.next(), if want_more => {
                 match record {
                     Ok(record) => {
-                        let (slot, held) = slot_for(record.lsn, &record.payload, &name);
+                        let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload);
                         progress.fetched(record.lsn, held);
                         window.push_back(slot);
                         // Take whatever else is already durable without waiting.
                         while window.len() < capacity {
                             match reader.try_next().await {
                                 Ok(Some(record)) => {
-                                    let (slot, held) = slot_for(record.lsn, &record.payload, &name);
+                                    let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload);
                                     progress.fetched(record.lsn, held);
                                     window.push_back(slot);
                                 }

@@ -40,10 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How long a strong read waits for a caught-up server before it goes to
-/// the executor.
-const READ_WAIT: Duration = Duration::from_secs(2);
-
 /// Settings the replication core uses, taken from [`Config`].
 #[derive(Debug, Clone)]
 pub struct ReplicationSettings {
@@ -458,8 +454,10 @@ impl Replicator {
 
     /// Serves a read from a server that has applied every write the read
     /// must see (strong mode), or that is within the staleness bound
-    /// (eventual); falls back to the executor after a short wait. A server
-    /// that fails the read is skipped for the next try.
+    /// (eventual). While no server qualifies it waits (bounded by the write
+    /// timeout), and never serves a read from a server that does not: a
+    /// stale answer would break the read guarantee, a 503 does not. A
+    /// server that fails the read is skipped for the next try.
     pub async fn read(
         &self,
         route: &Route,
@@ -470,36 +468,33 @@ impl Replicator {
     ) -> Result<Answer, GatewayError> {
         let scope = route.scope();
         let barrier = self.wal.last_lsn();
-        let deadline = Instant::now() + READ_WAIT;
+        let deadline = Instant::now() + self.settings.write_timeout;
         let mut failed: Vec<usize> = Vec::new();
         let mut changes = self.progress_tx.subscribe();
         let mut last_error = String::from("no server is healthy");
+        let n = self.backends.all().len();
         loop {
-            let n = self.backends.all().len();
             let eligible: Vec<usize> = (0..n)
                 .filter(|i| !failed.contains(i) && self.may_read(*i, scope.as_ref(), barrier))
                 .collect();
-            let chosen = match self.pick_reader(&eligible) {
-                Some(i) => Some(i),
-                None if Instant::now() < deadline
-                    && self.backends.healthy_count() > failed.len() =>
-                {
-                    let _ = tokio::time::timeout_at(deadline.into(), changes.changed()).await;
-                    continue;
+            let Some(index) = self.pick_reader(&eligible) else {
+                let healthy_left = (0..n)
+                    .any(|i| !failed.contains(&i) && self.backends.all()[i].health().is_healthy());
+                if !healthy_left {
+                    return Err(GatewayError::service_unavailable(format!(
+                        "no Chroma server can serve the read: {last_error}"
+                    )));
                 }
-                None => self
-                    .choose_executor(None)
-                    .filter(|i| !failed.contains(i))
-                    .or_else(|| {
-                        (0..n).find(|i| {
-                            !failed.contains(i) && self.backends.all()[*i].health().is_healthy()
-                        })
-                    }),
-            };
-            let Some(index) = chosen else {
-                return Err(GatewayError::service_unavailable(format!(
-                    "no Chroma server can serve the read: {last_error}"
-                )));
+                if Instant::now() >= deadline {
+                    return Err(GatewayError::service_unavailable(format!(
+                        "no healthy Chroma server has applied the writes this read must see \
+                         (log LSN {barrier}) within {:?}",
+                        self.settings.write_timeout
+                    )));
+                }
+                // Progress wakes us; health changes are caught by the short poll.
+                let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+                continue;
             };
             let backend = &self.backends.all()[index];
             let path = self.physical_path(index, &method, path_and_query).await;
@@ -914,6 +909,28 @@ impl Replicator {
             error = %letter.error,
             "divergence: a server refused an entry the executor applied; dead-lettered"
         );
+        if let Err(e) = self.dead_letters.add(letter) {
+            tracing::error!(error = %e, "saving the dead-letter list failed");
+        }
+    }
+
+    /// Puts a log record no code of this version can read on the
+    /// dead-letter list of server `index`.
+    fn dead_letter_unreadable(&self, index: usize, lsn: u64, payload: &Bytes, error: &str) {
+        let server = self.backends.all()[index].name().to_string();
+        tracing::error!(%server, lsn, %error, "a log record cannot be read; dead-lettered");
+        let letter = DeadLetter {
+            id: 0,
+            server,
+            lsn,
+            method: String::new(),
+            path: String::new(),
+            status: 0,
+            error: format!("unreadable log record: {error}"),
+            at: now_ms() as f64 / 1000.0,
+            attempts: 1,
+            record: base64::engine::general_purpose::STANDARD.encode(payload),
+        };
         if let Err(e) = self.dead_letters.add(letter) {
             tracing::error!(error = %e, "saving the dead-letter list failed");
         }
