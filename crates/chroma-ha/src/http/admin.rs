@@ -109,7 +109,13 @@ async fn server_action(
     if let Err(denied) = authorize(&app, &headers) {
         return error_response(&denied);
     }
-    let Some(index) = app.rep.backends().all().iter().position(|b| b.name() == name) else {
+    let Some(index) = app
+        .rep
+        .backends()
+        .all()
+        .iter()
+        .position(|b| b.name() == name)
+    else {
         return error_response(&GatewayError::not_found(format!("no server named {name}")));
     };
     let backend = &app.rep.backends().all()[index];

@@ -7,8 +7,8 @@ use crate::chroma::Class;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder, GaugeVec,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,37 +77,142 @@ impl Metrics {
                 .buckets(buckets.clone())
         };
         Ok(Metrics {
-            requests: register!(r, IntCounterVec::new(
-                opts("requests_total", "Client requests by route template, class, answering server and status"),
-                &["route", "class", "server", "status"]
-            )),
-            latency: register!(r, HistogramVec::new(
-                hopts("request_duration_seconds", "Client request latency by route class and server"),
-                &["class", "server"]
-            )),
-            unknown_routes: register!(r, IntCounterVec::new(
-                opts("unknown_routes_total", "Requests to paths the route table does not know, passed through unlogged"),
-                &["shape"]
-            )),
-            fsync: register!(r, Histogram::with_opts(hopts(
-                "wal_fsync_duration_seconds",
-                "Duration of write-ahead log fsyncs"
-            ))),
-            wal_appends: register!(r, IntCounter::with_opts(opts("wal_appends_total", "Records made durable in the log"))),
-            wal_append_errors: register!(r, IntCounter::with_opts(opts("wal_append_errors_total", "Log appends that failed"))),
-            wal_used: register!(r, IntGauge::with_opts(opts("wal_used_bytes", "Bytes the log uses"))),
-            wal_max: register!(r, IntGauge::with_opts(opts("wal_max_bytes", "The log's size cap"))),
-            wal_first: register!(r, IntGauge::with_opts(opts("wal_first_lsn", "First LSN held"))),
-            wal_last: register!(r, IntGauge::with_opts(opts("wal_last_lsn", "Last durable LSN"))),
-            wal_segments: register!(r, IntGauge::with_opts(opts("wal_segments", "Segment files"))),
-            undecided: register!(r, IntGauge::with_opts(opts("undecided_entries", "Entries waiting for their executor"))),
-            healthy: register!(r, IntGaugeVec::new(opts("server_healthy", "1 if the server takes requests"), &["server"])),
-            applied_lsn: register!(r, IntGaugeVec::new(opts("server_applied_lsn", "Every record up to this LSN is applied on the server"), &["server"])),
-            lag_entries: register!(r, IntGaugeVec::new(opts("server_lag_entries", "Log records the server has not applied"), &["server"])),
-            lag_seconds: register!(r, GaugeVec::new(opts("server_lag_seconds", "Age of the oldest entry the server has not applied"), &["server"])),
-            retries: register!(r, IntCounterVec::new(opts("applier_retries_total", "Transient failures retried by the server's applier"), &["server"])),
-            applied: register!(r, IntCounterVec::new(opts("applier_applied_total", "Entries applied by the server's applier"), &["server"])),
-            dead_letters: register!(r, IntGaugeVec::new(opts("dead_letters", "Dead letters of the server"), &["server"])),
+            requests: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "requests_total",
+                        "Client requests by route template, class, answering server and status"
+                    ),
+                    &["route", "class", "server", "status"]
+                )
+            ),
+            latency: register!(
+                r,
+                HistogramVec::new(
+                    hopts(
+                        "request_duration_seconds",
+                        "Client request latency by route class and server"
+                    ),
+                    &["class", "server"]
+                )
+            ),
+            unknown_routes: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "unknown_routes_total",
+                        "Requests to paths the route table does not know, passed through unlogged"
+                    ),
+                    &["shape"]
+                )
+            ),
+            fsync: register!(
+                r,
+                Histogram::with_opts(hopts(
+                    "wal_fsync_duration_seconds",
+                    "Duration of write-ahead log fsyncs"
+                ))
+            ),
+            wal_appends: register!(
+                r,
+                IntCounter::with_opts(opts("wal_appends_total", "Records made durable in the log"))
+            ),
+            wal_append_errors: register!(
+                r,
+                IntCounter::with_opts(opts("wal_append_errors_total", "Log appends that failed"))
+            ),
+            wal_used: register!(
+                r,
+                IntGauge::with_opts(opts("wal_used_bytes", "Bytes the log uses"))
+            ),
+            wal_max: register!(
+                r,
+                IntGauge::with_opts(opts("wal_max_bytes", "The log's size cap"))
+            ),
+            wal_first: register!(
+                r,
+                IntGauge::with_opts(opts("wal_first_lsn", "First LSN held"))
+            ),
+            wal_last: register!(
+                r,
+                IntGauge::with_opts(opts("wal_last_lsn", "Last durable LSN"))
+            ),
+            wal_segments: register!(
+                r,
+                IntGauge::with_opts(opts("wal_segments", "Segment files"))
+            ),
+            undecided: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "undecided_entries",
+                    "Entries waiting for their executor"
+                ))
+            ),
+            healthy: register!(
+                r,
+                IntGaugeVec::new(
+                    opts("server_healthy", "1 if the server takes requests"),
+                    &["server"]
+                )
+            ),
+            applied_lsn: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "server_applied_lsn",
+                        "Every record up to this LSN is applied on the server"
+                    ),
+                    &["server"]
+                )
+            ),
+            lag_entries: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "server_lag_entries",
+                        "Log records the server has not applied"
+                    ),
+                    &["server"]
+                )
+            ),
+            lag_seconds: register!(
+                r,
+                GaugeVec::new(
+                    opts(
+                        "server_lag_seconds",
+                        "Age of the oldest entry the server has not applied"
+                    ),
+                    &["server"]
+                )
+            ),
+            retries: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "applier_retries_total",
+                        "Transient failures retried by the server's applier"
+                    ),
+                    &["server"]
+                )
+            ),
+            applied: register!(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "applier_applied_total",
+                        "Entries applied by the server's applier"
+                    ),
+                    &["server"]
+                )
+            ),
+            dead_letters: register!(
+                r,
+                IntGaugeVec::new(
+                    opts("dead_letters", "Dead letters of the server"),
+                    &["server"]
+                )
+            ),
             registry: r,
             seen: Mutex::new(HashMap::new()),
         })
@@ -149,9 +254,14 @@ impl Metrics {
         let rep = &app.rep;
         let stats = rep.wal().stats();
         self.advance("wal_appends".into(), stats.appends, &self.wal_appends);
-        self.advance("wal_append_errors".into(), stats.append_errors, &self.wal_append_errors);
+        self.advance(
+            "wal_append_errors".into(),
+            stats.append_errors,
+            &self.wal_append_errors,
+        );
         self.wal_used.set(stats.used_bytes as i64);
-        self.wal_max.set(stats.max_bytes.min(i64::MAX as u64) as i64);
+        self.wal_max
+            .set(stats.max_bytes.min(i64::MAX as u64) as i64);
         self.wal_first.set(stats.first_lsn as i64);
         self.wal_last.set(stats.last_lsn as i64);
         self.wal_segments.set(stats.segments as i64);
@@ -174,8 +284,16 @@ impl Metrics {
                     .oldest_held_ms
                     .map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0),
             );
-            self.advance(format!("retries/{name}"), progress.retries_total, &self.retries.with_label_values(&[name]));
-            self.advance(format!("applied/{name}"), progress.applied_total, &self.applied.with_label_values(&[name]));
+            self.advance(
+                format!("retries/{name}"),
+                progress.retries_total,
+                &self.retries.with_label_values(&[name]),
+            );
+            self.advance(
+                format!("applied/{name}"),
+                progress.applied_total,
+                &self.applied.with_label_values(&[name]),
+            );
             self.dead_letters
                 .with_label_values(&[name])
                 .set(rep.dead_letters().count_for(name) as i64);

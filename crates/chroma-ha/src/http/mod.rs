@@ -51,7 +51,10 @@ async fn not_found() -> Response {
 pub fn error_response(error: &GatewayError) -> Response {
     (
         error.status,
-        [(http::header::CONTENT_TYPE, crate::chroma::errors::CONTENT_TYPE)],
+        [(
+            http::header::CONTENT_TYPE,
+            crate::chroma::errors::CONTENT_TYPE,
+        )],
         error.body(),
     )
         .into_response()

@@ -20,7 +20,10 @@ pub const LSN_HEADER: &str = "x-chroma-ha-lsn";
 /// The client's credentials: forwarded to the executor, never logged.
 fn credentials(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in [header::AUTHORIZATION, HeaderName::from_static("x-chroma-token")] {
+    for name in [
+        header::AUTHORIZATION,
+        HeaderName::from_static("x-chroma-token"),
+    ] {
         if let Some(value) = headers.get(&name) {
             out.insert(name, value.clone());
         }
@@ -54,10 +57,10 @@ pub async fn proxy(State(app): State<Arc<AppState>>, request: Request) -> Respon
         }
     };
     let method = parts.method.clone();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
+    let path_and_query = parts.uri.path_and_query().map_or_else(
+        || parts.uri.path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
     let route = classify(&method, parts.uri.path());
     if let Route::Known(known) = &route {
         if let (Some(tenant), Some(database)) = (&known.tenant, &known.database) {
@@ -122,8 +125,13 @@ pub async fn proxy(State(app): State<Arc<AppState>>, request: Request) -> Respon
             respond(answer, &server)
         }
         Err(error) => {
-            app.metrics
-                .request(label, class, "none", error.status.as_u16(), started.elapsed());
+            app.metrics.request(
+                label,
+                class,
+                "none",
+                error.status.as_u16(),
+                started.elapsed(),
+            );
             error_response(&error)
         }
     }

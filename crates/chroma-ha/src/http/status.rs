@@ -152,7 +152,11 @@ pub fn collect(app: &AppState) -> Status {
         instances.push(InstanceStatus {
             name: backend.name().to_string(),
             url: backend.config().url.clone(),
-            role: if backend.is_primary() { "primary" } else { "replica" },
+            role: if backend.is_primary() {
+                "primary"
+            } else {
+                "replica"
+            },
             healthy: health.healthy,
             state: health.state.as_str(),
             success_rate: health.success_rate,
