@@ -5,7 +5,10 @@
 //! configured `log_level` (EnvFilter syntax: `info`, `debug`,
 //! `chroma_ha=debug,info`), otherwise `info`. With `CHROMA_HA_LOG_FORMAT=json`
 //! every event is one JSON object per line, for log shippers; any other value
-//! (or none) gives the human-readable format.
+//! (or none) gives the human-readable format, coloured only when stderr is a
+//! terminal and `NO_COLOR` is unset.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -54,8 +57,11 @@ pub fn init_logging(level: &str) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = build_filter(rust_log.as_deref(), level);
     let format = LogFormat::from_env_value(std::env::var(LOG_FORMAT_ENV).ok().as_deref());
+    // Colours only for a terminal (not in log files), and never with NO_COLOR.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // `try_init` fails (without panicking) when a global subscriber is
     // already set: keep the first one.

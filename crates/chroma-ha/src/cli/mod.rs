@@ -79,7 +79,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     crate::telemetry::init_logging(&config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("chroma-ha: cannot start the async runtime: {e}");

@@ -258,7 +258,10 @@ pub fn render(base: &str, status: &Value) -> String {
         }
     }
     if !ready {
-        if let Some(reason) = status.get("reason").and_then(Value::as_str) {
+        let reason = ["not_ready_reason", "reason"]
+            .iter()
+            .find_map(|k| status.get(*k).and_then(Value::as_str));
+        if let Some(reason) = reason {
             let _ = writeln!(out, "not ready: {reason}");
         }
     }
@@ -374,7 +377,10 @@ mod tests {
 
     #[test]
     fn missing_fields_are_dashes_not_errors() {
-        let text = render("http://gw", &json!({"ready": false, "reason": "no server"}));
+        let text = render(
+            "http://gw",
+            &json!({"ready": false, "not_ready_reason": "no server"}),
+        );
         assert!(text.contains("NOT READY"), "{text}");
         assert!(
             text.contains("servers: -/- healthy; executor of writes: none"),

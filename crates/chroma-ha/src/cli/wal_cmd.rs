@@ -35,14 +35,19 @@ pub fn inspect(dir: &Path, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("log {}", dir.display());
-    println!("{:<28} {:>14} {:>14} {:>14}", "segment", "first LSN", "last LSN", "bytes");
+    println!(
+        "{:<28} {:>14} {:>14} {:>14}",
+        "segment", "first LSN", "last LSN", "bytes"
+    );
     for s in &report.segments {
         let name = s
             .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let last = s.last_lsn.map_or_else(|| "-".to_string(), |l| l.to_string());
+        let last = s
+            .last_lsn
+            .map_or_else(|| "-".to_string(), |l| l.to_string());
         println!("{name:<28} {:>14} {last:>14} {:>14}", s.first_lsn, s.bytes);
     }
     println!(
@@ -63,9 +68,10 @@ pub fn inspect(dir: &Path, json: bool) -> ExitCode {
 pub fn verify(dir: &Path) -> ExitCode {
     match wal::verify(dir) {
         Ok(report) => {
-            let range = report
-                .lsn_range
-                .map_or_else(|| "no records".to_string(), |(a, b)| format!("LSN {a}..={b}"));
+            let range = report.lsn_range.map_or_else(
+                || "no records".to_string(),
+                |(a, b)| format!("LSN {a}..={b}"),
+            );
             println!(
                 "ok: {} segment(s), {} record(s), {range}",
                 report.segments, report.records

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or an old one:
+#
+#   ./scripts/test.sh [extra arguments for cargo test]
+#
+# 1. Makes sure <repo>/.venv holds Chroma (chromadb==$CHROMA_VERSION, default
+#    1.5.9): creates the venv with python3 -m venv and pip-installs chromadb,
+#    only if it is missing or has another version. The integration tests start
+#    real Chroma servers from <repo>/.venv/bin/chroma.
+# 2. Runs `cargo test --workspace --no-fail-fast` (unit, property, crash,
+#    integration and CLI tests). Any failing test fails this script.
+#
+# Environment: PYTHON (interpreter used to create the venv, default python3),
+# CHROMA_VERSION (default 1.5.9).
+set -euo pipefail
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    exit 0
+fi
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CHROMA_VERSION="${CHROMA_VERSION:-1.5.9}"
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+
+installed_chroma_version() {
+    [[ -x "$VENV/bin/python" && -x "$VENV/bin/chroma" ]] || return 0
+    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("chromadb"))' 2>/dev/null || true
+}
+
+ensure_chroma() {
+    local have
+    have="$(installed_chroma_version)"
+    if [[ "$have" == "$CHROMA_VERSION" ]]; then
+        echo "test.sh: chromadb $have found in $VENV"
+        return 0
+    fi
+    echo "test.sh: installing chromadb==$CHROMA_VERSION into $VENV (found: ${have:-none})"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+        "$VENV/bin/python" -m pip install --quiet "chromadb==$CHROMA_VERSION"
+    have="$(installed_chroma_version)"
+    if [[ "$have" != "$CHROMA_VERSION" ]]; then
+        echo "test.sh: chromadb $CHROMA_VERSION did not install (found: ${have:-none})" >&2
+        exit 1
+    fi
+    echo "test.sh: chromadb $have installed"
+}
+
+ensure_chroma
+export ANONYMIZED_TELEMETRY=False
+
+echo "test.sh: cargo test --workspace --no-fail-fast $*"
+start=$SECONDS
+cargo test --workspace --no-fail-fast "$@"
+echo "test.sh: all tests passed in $((SECONDS - start)) s"
