@@ -58,10 +58,23 @@ fn replay_retry_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 401 | 403 | 408 | 429)
 }
 
+/// Whether a 500 is Chroma's SQLite saying "database is locked" (SQLITE_BUSY,
+/// code 5): its own writers collided, nothing was applied, and the same
+/// request succeeds a moment later. Chroma 1.5.9 answers this to a DELETE of
+/// a database while other writes run (observed in the fault tests:
+/// `{"error":"InternalError","message":"Database error: error returned from
+/// database: (code: 5) database is locked"}`). On replay it is "not now",
+/// not a divergence.
+fn is_sqlite_busy(status: StatusCode, body: &[u8]) -> bool {
+    const BUSY: &[u8] = b"database is locked";
+    status == StatusCode::INTERNAL_SERVER_ERROR && body.windows(BUSY.len()).any(|w| w == BUSY)
+}
+
 /// Classify the answer to a REPLAYED entry of operation `op` (rules of
 /// DESIGN.md "Replay outcome rules"), in this order:
 /// 1. 2xx → Applied.
-/// 2. [`is_unwell`], or 401/403/408/429 → Transient.
+/// 2. [`is_unwell`], or 401/403/408/429, or a 500 "database is locked"
+///    (SQLite busy) → Transient.
 /// 3. 409 on create tenant/database/collection or fork; 404 on delete
 ///    database/collection → AlreadyDone.
 /// 4. anything else (a well-formed Chroma error, 500 included) → Divergent.
@@ -70,7 +83,7 @@ pub fn replay_outcome(op: Operation, status: StatusCode, body: &[u8]) -> ReplayO
     if status.is_success() {
         return ReplayOutcome::Applied;
     }
-    if is_unwell(status, body) || replay_retry_status(status) {
+    if is_unwell(status, body) || replay_retry_status(status) || is_sqlite_busy(status, body) {
         return ReplayOutcome::Transient;
     }
     match (op, status.as_u16()) {
@@ -176,6 +189,12 @@ mod tests {
             replay_outcome(UpdateCollection, s(500), INTERNAL),
             Divergent
         );
+        // SQLite busy inside Chroma: try again later.
+        let busy = br#"{"error":"InternalError","message":"Database error: error returned from database: (code: 5) database is locked"}"#;
+        for op in [DeleteDatabase, CreateCollection, CollectionAdd] {
+            assert_eq!(replay_outcome(op, s(500), busy), Transient, "{op:?}");
+        }
+        assert_eq!(replay_outcome(DeleteDatabase, s(400), busy), Divergent);
         assert_eq!(
             replay_outcome(CreateCollection, s(422), UNPROCESSABLE),
             Divergent

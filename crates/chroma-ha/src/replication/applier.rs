@@ -160,8 +160,15 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
                         EntryState::Committed if is_paused => None,
                         EntryState::Committed => Some(false),
                         EntryState::Undecided { executor } if executor == Some(index) => {
-                            // ...and hands writes it was to execute to another server.
-                            match is_paused
+                            // ...and hands writes it was to execute to another
+                            // server; so does the applier of a server that is
+                            // down. (A write queued here behind a conflicting
+                            // entry whose execution ended in doubt would
+                            // otherwise wait for this server to come back,
+                            // and every later conflicting write with it. A
+                            // waiting slot was never sent here: moving it is
+                            // safe.)
+                            match (is_paused || !backend.health().is_healthy())
                                 .then(|| rep.choose_executor(Some(index)))
                                 .flatten()
                             {
