@@ -69,6 +69,7 @@ fn raw_sequential(dir: &Path, bytes: usize) -> f64 {
 struct Outcome {
     appends_per_sec: f64,
     mib_per_sec: f64,
+    records_per_fsync: f64,
 }
 
 async fn run_case(size: usize, writers: usize, sync: SyncPolicy, duration: Duration) -> Outcome {
@@ -100,9 +101,11 @@ async fn run_case(size: usize, writers: usize, sync: SyncPolicy, duration: Durat
         total += t.await.expect("writer task");
     }
     let secs = start.elapsed().as_secs_f64();
+    let stats = wal.stats();
     Outcome {
         appends_per_sec: total as f64 / secs,
         mib_per_sec: total as f64 * size as f64 / MIB / secs,
+        records_per_fsync: stats.appends as f64 / stats.fsyncs.max(1) as f64,
     }
 }
 
@@ -161,8 +164,8 @@ fn main() {
     );
     println!();
     println!(
-        "{:<8} {:>7} {:>8} {:>12} {:>10}",
-        "record", "writers", "policy", "appends/s", "MiB/s"
+        "{:<8} {:>7} {:>8} {:>12} {:>10} {:>12}",
+        "record", "writers", "policy", "appends/s", "MiB/s", "recs/fsync"
     );
     let policies = [
         ("always", SyncPolicy::Always),
@@ -175,17 +178,25 @@ fn main() {
     ];
     let mut headline = 0.0;
     let mut single_always_4k = 0.0;
+    let only: Option<String> = std::env::var("WAL_BENCH_ONLY").ok();
     for size in [256usize, 4096, 65536] {
         for writers in [1usize, 16, 64] {
+            if only
+                .as_deref()
+                .is_some_and(|o| o != format!("{}x{writers}", label(size)))
+            {
+                continue;
+            }
             for (name, policy) in policies {
                 let out = runtime.block_on(run_case(size, writers, policy, duration));
                 println!(
-                    "{:<8} {:>7} {:>8} {:>12.0} {:>10.1}",
+                    "{:<8} {:>7} {:>8} {:>12.0} {:>10.1} {:>12.1}",
                     label(size),
                     writers,
                     name,
                     out.appends_per_sec,
-                    out.mib_per_sec
+                    out.mib_per_sec,
+                    out.records_per_fsync
                 );
                 if size == 4096 && writers == 64 && name == "always" {
                     headline = out.mib_per_sec;

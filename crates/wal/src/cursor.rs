@@ -74,7 +74,7 @@ pub fn store(fs: &dyn FileSystem, dir: &Path, name: &str, lsn: u64) -> Result<()
     let mut file = fs
         .create(&tmp)
         .map_err(|e| WalError::io(ctx("creating"), e))?;
-    file.append(&encode(lsn))
+    file.write_at(&encode(lsn), 0)
         .map_err(|e| WalError::io(ctx("writing"), e))?;
     file.sync_data()
         .map_err(|e| WalError::io(ctx("syncing"), e))?;

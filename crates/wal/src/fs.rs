@@ -2,14 +2,14 @@
 //! inject faults (failed fsync, ENOSPC) or simulate crashes in memory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// An open file of the log: appended to at its end, read at any offset.
+/// An open file of the log, written and read at any offset.
 pub trait WalFile: Send + Sync {
-    /// Appends all of `buf` at the end of the file.
-    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes appended data durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cuts or extends the file to `len` bytes; later appends go after it.
@@ -27,9 +27,9 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// The paths of the entries of a directory, in no particular order.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
-    /// Creates (or truncates) a file for appending and reading.
+    /// Creates (or truncates) a file for writing and reading.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>>;
-    /// Opens an existing file for appending and reading.
+    /// Opens an existing file for writing and reading.
     fn open(&self, path: &Path) -> io::Result<Box<dyn WalFile>>;
     /// Atomically renames `from` to `to`, replacing `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -50,14 +50,13 @@ pub struct StdFs;
 struct StdFile(File);
 
 impl WalFile for StdFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        // The file is opened in append mode, so later writes land at the new end.
         self.0.set_len(len)
     }
     fn size(&self) -> io::Result<u64> {
@@ -80,15 +79,14 @@ impl FileSystem for StdFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(true)
             .open(path)?;
-        file.set_len(0)?;
         Ok(Box::new(StdFile(file)))
     }
     fn open(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
-        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
         Ok(Box::new(StdFile(file)))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -110,7 +110,18 @@ fn scan_segment(fs: &dyn FileSystem, path: &Path, first_lsn: u64) -> Result<(u64
     loop {
         match scanner.next_record()? {
             Ok(_) => count += 1,
-            Err(end) => return Ok((count, (scanner.offset(), end))),
+            Err(end) => {
+                let offset = scanner.offset();
+                // Zeros after the last record are preallocated space.
+                let end = if end != ScanEnd::Clean
+                    && segment::is_zero_from(file.as_ref(), offset, path)?
+                {
+                    ScanEnd::Clean
+                } else {
+                    end
+                };
+                return Ok((count, (offset, end)));
+            }
         }
     }
 }

@@ -26,7 +26,7 @@
 //! DIR/LOCK                             flock'd by the process that has the log open
 //! DIR/00000000000000000001.wal         segments, named by first LSN (20 digits)
 //! DIR/00000000000000052361.wal         the last one is being appended to
-//! DIR/next-segment.tmp                 the next segment, prepared ahead of need
+//! DIR/next-segment.tmp                 the next segment, preallocated ahead of need
 //! DIR/cursors/NAME.cursor              one file per cursor
 //! ```
 //!
@@ -41,6 +41,13 @@
 //! Within a segment LSNs follow each other; a segment's first record carries
 //! the LSN in its name, and the next segment starts where it ends. An empty
 //! last segment means the next record gets the LSN in its name.
+//!
+//! Segments are created preallocated: header, then zeros up to the segment
+//! size, synced, before they are used. Records are written over the zeros,
+//! so fdatasync never has a file-size change to commit. Zeros after the last
+//! record of the last segment are therefore the normal end of the log, not
+//! damage. When a segment is sealed (the next one starts) it is cut to end
+//! exactly after its last record, so sealed segments hold no zero tail.
 //!
 //! A cursor file is 20 bytes: magic `CHAWALCR`, LSN (u64 LE), CRC32C of the
 //! first 16 bytes. It is replaced atomically: written to `NAME.cursor.tmp`,

@@ -125,24 +125,18 @@ pub(crate) fn list_segments(
     Ok(segments)
 }
 
-/// Creates a segment file durably under its final name.
+/// Creates a preallocated segment file durably under its final name.
 fn create_segment(
-    shared_fs: &dyn crate::fs::FileSystem,
+    fs: &dyn crate::fs::FileSystem,
     dir: &Path,
     first_lsn: u64,
+    size: u64,
 ) -> Result<SegmentInfo> {
     let tmp = dir.join(PREPARED_NAME);
     let path = dir.join(segment::file_name(first_lsn));
-    let mut file = shared_fs.create(&tmp).map_err(io_err("creating", &tmp))?;
-    file.append(&segment::header())
-        .map_err(io_err("writing", &tmp))?;
-    file.sync_data().map_err(io_err("syncing", &tmp))?;
-    shared_fs
-        .rename(&tmp, &path)
-        .map_err(io_err("renaming", &path))?;
-    shared_fs
-        .sync_dir(dir)
-        .map_err(io_err("syncing directory", dir))?;
+    segment::create_preallocated(fs, &tmp, size).map_err(io_err("creating", &tmp))?;
+    fs.rename(&tmp, &path).map_err(io_err("renaming", &path))?;
+    fs.sync_dir(dir).map_err(io_err("syncing directory", dir))?;
     Ok(SegmentInfo { first_lsn, path })
 }
 
@@ -180,7 +174,12 @@ impl Wal {
         if segments.is_empty() {
             // A fresh log; if cursors survive from an emptied one, go on after them.
             let start = cursors.values().max().map_or(1, |lsn| lsn + 1);
-            segments.push(create_segment(fs.as_ref(), &dir, start)?);
+            segments.push(create_segment(
+                fs.as_ref(),
+                &dir,
+                start,
+                options.segment_bytes,
+            )?);
         }
         let mut sealed_bytes = BTreeMap::new();
         let mut used = 0u64;
@@ -211,7 +210,7 @@ impl Wal {
         let (valid_len, next_lsn) = if !segment::check_header(file.as_ref(), &last.path)? {
             // Torn at creation: rewrite the header.
             file.set_len(0).map_err(io_err("truncating", &last.path))?;
-            file.append(&segment::header())
+            file.write_at(&segment::header(), 0)
                 .map_err(io_err("writing", &last.path))?;
             file.sync_data().map_err(io_err("syncing", &last.path))?;
             tail_repair = Some(TailRepair {
@@ -237,7 +236,10 @@ impl Wal {
             };
             let valid = scanner.offset();
             let next = scanner.expected_lsn();
-            if end != ScanEnd::Clean {
+            // Zeros after the last record are preallocated space, not damage.
+            let preallocated =
+                end != ScanEnd::Clean && segment::is_zero_from(file.as_ref(), valid, &last.path)?;
+            if end != ScanEnd::Clean && !preallocated {
                 file.set_len(valid)
                     .map_err(io_err("truncating", &last.path))?;
                 file.sync_data().map_err(io_err("syncing", &last.path))?;

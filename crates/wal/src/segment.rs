@@ -2,7 +2,8 @@
 
 use crate::error::{Result, WalError};
 use crate::frame::{self, Decoded};
-use crate::fs::WalFile;
+use crate::fs::{FileSystem, WalFile};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Magic bytes at the start of every segment.
@@ -22,6 +23,46 @@ pub fn header() -> [u8; SEGMENT_HEADER as usize] {
     h[..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h
+}
+
+/// Creates a segment file at `path`: the header, then zeros up to `size`
+/// bytes, all synced. Records are later written over the zeros, so making
+/// them durable does not change the file's size: fdatasync has no metadata
+/// to commit, which roughly halves its cost on ext4.
+pub fn create_preallocated(
+    fs: &dyn FileSystem,
+    path: &Path,
+    size: u64,
+) -> io::Result<Box<dyn WalFile>> {
+    const CHUNK: usize = 1 << 20;
+    let mut file = fs.create(path)?;
+    file.write_at(&header(), 0)?;
+    let zeros = vec![0u8; CHUNK];
+    let mut offset = SEGMENT_HEADER;
+    while offset < size {
+        let n = (size - offset).min(CHUNK as u64) as usize;
+        file.write_at(&zeros[..n], offset)?;
+        offset += n as u64;
+    }
+    file.sync_data()?;
+    Ok(file)
+}
+
+/// Whether every byte of the file from `from` to its end is zero: the
+/// preallocated space after the last record, not a torn write.
+pub fn is_zero_from(file: &dyn WalFile, from: u64, path: &Path) -> Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = from;
+    loop {
+        let n = read_fully(file, &mut buf, offset, path)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        if n < buf.len() {
+            return Ok(true);
+        }
+        offset += n as u64;
+    }
 }
 
 /// The file name of the segment whose first record has `first_lsn`: twenty

@@ -9,11 +9,34 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// A change made since the last sync, in the order it was made.
+#[derive(Clone)]
+enum Pending {
+    Write { offset: usize, bytes: Vec<u8> },
+    SetLen(usize),
+}
+
 #[derive(Default)]
 struct MemFile {
+    /// The bytes as the process sees them.
     data: Vec<u8>,
-    /// Bytes `[0, synced)` survive a crash; the rest may not.
-    synced: usize,
+    /// The bytes that survive a crash for sure.
+    durable: Vec<u8>,
+    /// Changes since the last sync; a crash keeps a random prefix of them,
+    /// the last one possibly torn.
+    pending: Vec<Pending>,
+}
+
+fn apply(data: &mut Vec<u8>, change: &Pending) {
+    match change {
+        Pending::Write { offset, bytes } => {
+            if data.len() < offset + bytes.len() {
+                data.resize(offset + bytes.len(), 0);
+            }
+            data[*offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+        Pending::SetLen(len) => data.resize(*len, 0),
+    }
 }
 
 #[derive(Default)]
@@ -30,7 +53,8 @@ struct MemState {
 
 /// An in-memory filesystem with crash semantics: data survives a
 /// [`MemFs::crash`] only once fsynced, directory changes only once their
-/// directory is synced, and unsynced tails survive as a random prefix.
+/// directory is synced, and of the changes made since the last sync a random
+/// prefix survives, the last one possibly torn (in-order write-back).
 #[derive(Clone, Default)]
 pub struct MemFs {
     state: Arc<Mutex<MemState>>,
@@ -54,9 +78,10 @@ impl MemFs {
         guard(&self.state).fail_sync = fail;
     }
 
-    /// Simulates power loss: unsynced directory changes are undone and each
-    /// file keeps its synced bytes plus a prefix of its unsynced bytes whose
-    /// length comes from `seed`. Call only after the log using it is dropped.
+    /// Simulates power loss: unsynced directory changes are undone, and each
+    /// file keeps its synced content plus a prefix (chosen by `seed`) of the
+    /// changes made since, in order, the last kept write possibly torn.
+    /// Call only after the log using it is dropped.
     pub fn crash(&self, seed: u64) {
         let mut state = guard(&self.state);
         state.fail_sync = false;
@@ -64,19 +89,33 @@ impl MemFs {
         let live: Vec<u64> = state.entries.values().copied().collect();
         state.files.retain(|id, _| live.contains(id));
         let mut rng = seed;
-        for file in state.files.values_mut() {
+        let mut next = move || {
             rng = rng
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let unsynced = file.data.len().saturating_sub(file.synced);
-            let keep = if unsynced == 0 {
-                0
-            } else {
-                (rng >> 33) as usize % (unsynced + 1)
-            };
-            let new_len = file.synced.min(file.data.len()) + keep;
-            file.data.truncate(new_len);
-            file.synced = new_len;
+            (rng >> 33) as usize
+        };
+        for file in state.files.values_mut() {
+            let mut data = file.durable.clone();
+            let kept = next() % (file.pending.len() + 1);
+            for (i, change) in file.pending.iter().enumerate().take(kept) {
+                match change {
+                    Pending::Write { offset, bytes } if i + 1 == kept => {
+                        let torn = next() % (bytes.len() + 1);
+                        apply(
+                            &mut data,
+                            &Pending::Write {
+                                offset: *offset,
+                                bytes: bytes[..torn].to_vec(),
+                            },
+                        );
+                    }
+                    change => apply(&mut data, change),
+                }
+            }
+            file.data = data.clone();
+            file.durable = data;
+            file.pending.clear();
         }
     }
 
@@ -92,8 +131,9 @@ impl MemFs {
         let mut state = guard(&self.state);
         if let Some(id) = state.entries.get(path).copied() {
             if let Some(file) = state.files.get_mut(&id) {
-                file.synced = data.len();
+                file.durable = data.clone();
                 file.data = data;
+                file.pending.clear();
             }
         }
     }
@@ -116,9 +156,14 @@ impl MemHandle {
 }
 
 impl WalFile for MemHandle {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.with(|f, _| {
-            f.data.extend_from_slice(buf);
+            let change = Pending::Write {
+                offset: offset as usize,
+                bytes: buf.to_vec(),
+            };
+            apply(&mut f.data, &change);
+            f.pending.push(change);
             Ok(())
         })
     }
@@ -127,14 +172,16 @@ impl WalFile for MemHandle {
             if fail {
                 return Err(io::Error::other("injected fsync failure"));
             }
-            f.synced = f.data.len();
+            f.durable = f.data.clone();
+            f.pending.clear();
             Ok(())
         })
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.with(|f, _| {
-            f.data.resize(len as usize, 0);
-            f.synced = f.synced.min(f.data.len());
+            let change = Pending::SetLen(len as usize);
+            apply(&mut f.data, &change);
+            f.pending.push(change);
             Ok(())
         })
     }
@@ -251,7 +298,7 @@ impl FaultyFs {
     pub fn fail_next_syncs(&self, n: u64) {
         self.faults.failing_syncs.store(n, Ordering::SeqCst);
     }
-    /// Lets `bytes` more bytes be appended, then fails appends with ENOSPC;
+    /// Lets `bytes` more bytes be written, then fails writes with ENOSPC;
     /// `None` removes the limit.
     pub fn set_space_left(&self, bytes: Option<u64>) {
         self.faults
@@ -269,12 +316,12 @@ struct FaultyFile {
 }
 
 impl WalFile for FaultyFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         if self.faults.limit_space.load(Ordering::SeqCst) {
             let left = self.faults.space_left.load(Ordering::SeqCst);
             if (buf.len() as u64) > left {
                 // A real disk may take part of the write before failing.
-                self.inner.append(&buf[..left as usize])?;
+                self.inner.write_at(&buf[..left as usize], offset)?;
                 self.faults.space_left.store(0, Ordering::SeqCst);
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
@@ -282,7 +329,7 @@ impl WalFile for FaultyFile {
                 .space_left
                 .store(left - buf.len() as u64, Ordering::SeqCst);
         }
-        self.inner.append(buf)
+        self.inner.write_at(buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         let transient = self

@@ -59,12 +59,15 @@ fn copy_io_error(e: &io::Error) -> io::Error {
     }
 }
 
-/// Creates the next segment file ahead of need, header written and synced.
+/// Creates the next segment file ahead of need, preallocated and synced.
 fn prepare_segment(shared: &Shared) -> io::Result<()> {
     let path = shared.dir.join(PREPARED_NAME);
-    let mut file = shared.options.fs.create(&path)?;
-    file.append(&segment::header())?;
-    file.sync_data()
+    segment::create_preallocated(
+        shared.options.fs.as_ref(),
+        &path,
+        shared.options.segment_bytes,
+    )
+    .map(drop)
 }
 
 impl Writer {
@@ -203,7 +206,7 @@ impl Writer {
         if self.buf.is_empty() {
             return;
         }
-        match self.file.append(&self.buf) {
+        match self.file.write_at(&self.buf, self.written) {
             Ok(()) => {
                 self.written += self.buf.len() as u64;
                 self.buf.clear();
@@ -290,10 +293,17 @@ impl Writer {
         }
     }
 
-    /// Seals the active segment and starts the next one at `next_lsn`.
+    /// Seals the active segment (cut to its records, so sealed segments end
+    /// exactly after their last record) and starts the next one at `next_lsn`.
     fn roll(&mut self) -> Result<()> {
         let fs = &self.shared.options.fs;
         let dir = &self.shared.dir;
+        let sealing = self.segment.path.display().to_string();
+        self.file
+            .set_len(self.written)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| WalError::io(format!("sealing {sealing}"), e))?;
+        self.durable = self.written;
         let prepared_path = dir.join(PREPARED_NAME);
         let prepared = match self.prepared.take().map(|h| h.join()) {
             Some(Ok(Ok(()))) => true,

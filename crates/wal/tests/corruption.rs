@@ -30,20 +30,28 @@ fn len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
+/// Where the records of a one-segment log of `n` records end (segments are
+/// preallocated, so the file itself is longer).
+fn data_end(n: u64) -> u64 {
+    16 + (1..=n).map(|i| 16 + payload(i).len() as u64).sum::<u64>()
+}
+
 #[tokio::test]
 async fn truncated_last_record_is_repaired_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let files = log_with(dir.path(), 10).await;
+    assert_eq!(files.len(), 1);
     let last = files.last().unwrap();
-    let full = len(last);
+    let end = data_end(10);
     let file = OpenOptions::new().write(true).open(last).unwrap();
-    file.set_len(full - 5).unwrap();
+    file.set_len(end - 5).unwrap();
     drop(file);
     let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
     let repair = recovery.tail_repair.expect("repair reported");
     assert_eq!(recovery.last_lsn, 9);
     assert_eq!(repair.surviving, Some((1, 9)));
-    assert_eq!(repair.valid_bytes + repair.truncated_bytes, full - 5);
+    assert_eq!(repair.valid_bytes, data_end(9));
+    assert_eq!(repair.valid_bytes + repair.truncated_bytes, end - 5);
     assert_eq!(len(last), repair.valid_bytes, "the cut was made on disk");
     assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), 10);
     let records = read_range(&wal, 1, 10).await.unwrap();
@@ -51,20 +59,44 @@ async fn truncated_last_record_is_repaired_at_open() {
 }
 
 #[tokio::test]
-async fn zero_filled_tail_is_repaired() {
+async fn zero_filled_tail_is_where_the_log_resumes_not_a_repair() {
     let dir = tempfile::tempdir().unwrap();
     let files = log_with(dir.path(), 5).await;
     let last = files.last().unwrap();
-    let before = len(last);
+    // Segments are preallocated with zeros; more zeros change nothing.
     let mut file = OpenOptions::new().append(true).open(last).unwrap();
     file.write_all(&[0u8; 300]).unwrap();
     drop(file);
     let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
-    let repair = recovery.tail_repair.expect("repair reported");
-    assert_eq!(repair.truncated_bytes, 300);
-    assert_eq!(len(last), before);
+    assert_eq!(recovery.tail_repair, None);
     assert_eq!(wal.last_lsn(), 5);
     assert_eq!(wal.append(b"six".to_vec()).await.unwrap(), 6);
+    drop(wal);
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    assert_eq!((recovery.last_lsn, recovery.tail_repair), (6, None));
+    let records = read_range(&wal, 1, 6).await.unwrap();
+    assert_eq!(records[5].payload.as_ref(), b"six");
+    assert_eq!(records[4].payload.as_ref(), payload(5).as_slice());
+}
+
+#[tokio::test]
+async fn a_torn_write_into_preallocated_space_is_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 4).await;
+    let last = files.last().unwrap();
+    // Half of a record landed in the zeros: a crash mid-write.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&40u32.to_le_bytes());
+    frame.extend_from_slice(&[0xAB; 12]);
+    frame.extend_from_slice(b"half a payl");
+    let file = OpenOptions::new().write(true).open(last).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &frame, data_end(4)).unwrap();
+    drop(file);
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    let repair = recovery.tail_repair.expect("repair reported");
+    assert_eq!(repair.valid_bytes, data_end(4));
+    assert_eq!(wal.last_lsn(), 4);
+    assert_eq!(wal.append(b"five".to_vec()).await.unwrap(), 5);
 }
 
 #[tokio::test]
