@@ -610,7 +610,15 @@ impl GatewayProcess {
             root,
             bin: bin.to_path_buf(),
             args,
-            env: env.to_vec(),
+            // Small log segments: each gateway preallocates two of them, and
+            // tests start many gateways at once. `env` may override it.
+            env: [(
+                "CHROMA_HA_WAL_SEGMENT_BYTES".to_string(),
+                "4MiB".to_string(),
+            )]
+            .into_iter()
+            .chain(env.iter().cloned())
+            .collect(),
             port: 0,
             child: None,
             starts: 0,
