@@ -1,4 +1,33 @@
-//! chroma-ha: a high-availability gateway for ChromaDB.
+//! # chroma-ha — a high-availability gateway for ChromaDB
+//!
+//! Clients speak Chroma's HTTP API (v2) to the gateway as if it were a
+//! Chroma server. Every write is appended to a durable log first
+//! ([`wal`]), executed by the first healthy server, and applied by one
+//! applier per server, in log order, on every other server. Reads go to a
+//! server that has applied every write they must see.
+//!
+//! ## Layout
+//!
+//! - [`chroma`]: the dialect, pure code — route table of every Chroma 1.5.9
+//!   operation, scopes and conflicts, collection-id rewriting, replay rules,
+//!   Chroma-style errors.
+//! - [`replication`]: the core — log records and decisions (the ledger),
+//!   the appliers, the logical ↔ physical id map, per-server progress, dead
+//!   letters; [`replication::Replicator`] is what request handlers call.
+//! - [`backend`]: one HTTP client per server, attempt classification
+//!   (answer vs transient), health probes with rise/fall thresholds.
+//! - [`http`]: the front — the proxy on `/api/…`, `/health`, `/ready`,
+//!   `/status`, `/metrics`, `/admin/…` and the status page.
+//! - [`config`]: every setting, from defaults, TOML, the Python balancer's
+//!   environment names, `CHROMA_HA_*` and flags.
+//! - [`gateway`]: wires it together and serves until Ctrl-C / SIGTERM.
+//! - [`check`]: compares servers' content directly (`chroma-ha check`).
+//! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
+//! - [`telemetry`]: logging.
+//!
+//! docs/ARCHITECTURE.md explains the design and where it departs from
+//! DESIGN.md; docs/OPERATIONS.md is the operations guide and runbook.
+
 pub mod backend;
 pub mod check;
 pub mod chroma;

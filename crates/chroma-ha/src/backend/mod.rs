@@ -3,7 +3,7 @@
 //! and per-server health from active heartbeat probes and passive marks.
 //!
 //! - [`client`]: [`BackendClient`], [`UpstreamResponse`], [`TransportError`].
-//! - [`classify`]: [`AttemptClass`] and the Chroma error-JSON check.
+//! - [`mod@classify`]: [`AttemptClass`]: answer or transient failure.
 //! - [`health`]: the rise/fall/drain state machine ([`Health`]).
 //! - [`probe`]: the heartbeat probe and its loop.
 //! - [`set`]: [`Backends`], all servers in priority order, and their probes.
