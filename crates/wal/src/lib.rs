@@ -63,7 +63,7 @@
 //! - `segment`, `frame`, `cursor`: the on-disk formats above.
 //! - [`fs`]: the filesystem trait; [`testing`] has a crash-simulating
 //!   in-memory filesystem and a fault-injecting one for tests.
-//! - [`inspect`]: read-only `inspect` and `verify` for operators.
+//! - [`mod@inspect`]: read-only `inspect` and `verify` for operators.
 
 pub mod error;
 pub mod fs;
