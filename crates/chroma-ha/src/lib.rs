@@ -23,7 +23,7 @@
 //! - [`gateway`]: wires it together and serves until Ctrl-C / SIGTERM.
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
-//! - [`telemetry`]: logging.
+//! - [`telemetry`] sets up logging.
 //!
 //! docs/ARCHITECTURE.md explains the design and where it departs from
 //! DESIGN.md; docs/OPERATIONS.md is the operations guide and runbook.

@@ -49,8 +49,6 @@ pub struct VerifyReport {
     pub torn_tail: Option<(PathBuf, u64, String)>,
 }
 
-const MAX_RECORD: usize = u32::MAX as usize;
-
 fn file_len(fs: &dyn FileSystem, path: &Path) -> Result<u64> {
     let file = fs
         .open(path)
@@ -105,7 +103,7 @@ fn scan_segment(fs: &dyn FileSystem, path: &Path, first_lsn: u64) -> Result<(u64
     if !segment::check_header(file.as_ref(), path)? {
         return Ok((0, (0, ScanEnd::Torn)));
     }
-    let mut scanner = SegmentScanner::new(file.as_ref(), path, first_lsn, MAX_RECORD);
+    let mut scanner = SegmentScanner::new(file.as_ref(), path, first_lsn);
     let mut count = 0;
     loop {
         match scanner.next_record()? {

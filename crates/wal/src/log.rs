@@ -222,12 +222,7 @@ impl Wal {
             });
             (SEGMENT_HEADER, last.first_lsn)
         } else {
-            let mut scanner = SegmentScanner::new(
-                file.as_ref(),
-                &last.path,
-                last.first_lsn,
-                options.max_record_bytes,
-            );
+            let mut scanner = SegmentScanner::new(file.as_ref(), &last.path, last.first_lsn);
             let end = loop {
                 match scanner.next_record()? {
                     Ok(_) => {}

@@ -156,13 +156,11 @@ fn seek(shared: &Shared, lsn: u64) -> Result<DiskPosition> {
         next_lsn: segment.first_lsn,
     };
     // Skip the records before `lsn`.
-    let max = shared.options.max_record_bytes;
     let mut scanner = SegmentScanner::at(
         position.file.as_ref(),
         &position.path,
         position.offset,
         position.next_lsn,
-        max,
     );
     while scanner.expected_lsn() < lsn {
         match scanner.next_record()? {
@@ -192,7 +190,6 @@ fn read_batch(
         Some(p) if p.next_lsn == from => p,
         _ => seek(shared, from)?,
     };
-    let max = shared.options.max_record_bytes;
     let mut records = VecDeque::new();
     let mut bytes = 0;
     while position.next_lsn <= durable
@@ -204,7 +201,6 @@ fn read_batch(
             &position.path,
             position.offset,
             position.next_lsn,
-            max,
         );
         let mut end = None;
         while scanner.expected_lsn() <= durable

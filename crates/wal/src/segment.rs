@@ -146,7 +146,6 @@ pub enum ScanEnd {
 pub struct SegmentScanner<'a> {
     file: &'a dyn WalFile,
     path: &'a Path,
-    max_payload: usize,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_offset: u64,
@@ -171,22 +170,18 @@ const READ_CHUNK: usize = 256 * 1024;
 
 impl<'a> SegmentScanner<'a> {
     /// Starts after the header, expecting the first record to carry `first_lsn`.
-    pub fn new(file: &'a dyn WalFile, path: &'a Path, first_lsn: u64, max_payload: usize) -> Self {
-        Self::at(file, path, SEGMENT_HEADER, first_lsn, max_payload)
+    /// Record lengths are bounded by what the file holds, never by the
+    /// configured record limit: a limit lowered after records were written
+    /// must not make them unreadable.
+    pub fn new(file: &'a dyn WalFile, path: &'a Path, first_lsn: u64) -> Self {
+        Self::at(file, path, SEGMENT_HEADER, first_lsn)
     }
 
     /// Starts at `offset`, where a record with `lsn` must begin.
-    pub fn at(
-        file: &'a dyn WalFile,
-        path: &'a Path,
-        offset: u64,
-        lsn: u64,
-        max_payload: usize,
-    ) -> Self {
+    pub fn at(file: &'a dyn WalFile, path: &'a Path, offset: u64, lsn: u64) -> Self {
         Self {
             file,
             path,
-            max_payload,
             buf: Vec::new(),
             buf_offset: offset,
             pos: 0,
@@ -239,7 +234,7 @@ impl<'a> SegmentScanner<'a> {
     pub fn next_record(&mut self) -> Result<std::result::Result<Scanned, ScanEnd>> {
         loop {
             let available = &self.buf[self.pos..self.filled];
-            match frame::decode(available, self.max_payload) {
+            match frame::decode(available, u32::MAX as usize) {
                 Decoded::Record {
                     lsn,
                     payload,
@@ -267,6 +262,16 @@ impl<'a> SegmentScanner<'a> {
                         } else {
                             ScanEnd::Torn
                         }));
+                    }
+                    // A (corrupt) length larger than the rest of the file must
+                    // not make us allocate it.
+                    if needed > READ_CHUNK {
+                        let size = self.file.size().map_err(|e| {
+                            WalError::io(format!("reading length of {}", self.path.display()), e)
+                        })?;
+                        if self.offset() + needed as u64 > size {
+                            return Ok(Err(ScanEnd::Torn));
+                        }
                     }
                     self.fill(needed)?;
                     if self.eof && self.filled - self.pos < needed {

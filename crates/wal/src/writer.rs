@@ -320,11 +320,24 @@ impl Writer {
         let path: PathBuf = dir.join(segment::file_name(self.next_lsn));
         fs.rename(&prepared_path, &path)
             .map_err(|e| WalError::io(format!("renaming new segment to {}", path.display()), e))?;
-        fs.sync_dir(dir)
-            .map_err(|e| WalError::io(format!("syncing directory {}", dir.display()), e))?;
-        let file = fs
-            .open(&path)
-            .map_err(|e| WalError::io(format!("opening {}", path.display()), e))?;
+        // The new segment now exists under its name: writing on into the old
+        // one would put records where a reopen does not look for them.
+        let opened = fs
+            .sync_dir(dir)
+            .map_err(|e| WalError::io(format!("syncing directory {}", dir.display()), e))
+            .and_then(|()| {
+                fs.open(&path)
+                    .map_err(|e| WalError::io(format!("opening {}", path.display()), e))
+            });
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                let reason = format!("starting segment {} failed: {e}", path.display());
+                tracing::error!(%reason, "write-ahead log poisoned");
+                *lock(&self.shared.poisoned) = Some(reason.clone());
+                return Err(WalError::Poisoned(reason));
+            }
+        };
         let sealed = std::mem::replace(
             &mut self.segment,
             SegmentInfo {

@@ -229,3 +229,46 @@ async fn inspect_lists_segments_ranges_and_cursors() {
         report.segments.iter().map(|s| s.bytes).sum::<u64>()
     );
 }
+
+#[tokio::test]
+async fn records_over_a_lowered_record_limit_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), real_options(1 << 20)).unwrap();
+        for i in 1..=3u8 {
+            wal.append(vec![i; 50_000]).await.unwrap();
+        }
+    }
+    let lowered = wal::WalOptions {
+        max_record_bytes: 1024,
+        ..real_options(1 << 20)
+    };
+    let (wal, recovery) = Wal::open(dir.path(), lowered).unwrap();
+    assert_eq!(recovery.tail_repair, None, "valid records are not damage");
+    assert_eq!(recovery.last_lsn, 3);
+    let records = read_range(&wal, 1, 3).await.unwrap();
+    assert_eq!(records[2].payload.len(), 50_000);
+    // The lowered limit applies to new appends only.
+    assert!(matches!(
+        wal.append(vec![0u8; 2048]).await,
+        Err(WalError::RecordTooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_huge_corrupt_length_is_a_torn_tail_not_an_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = log_with(dir.path(), 2).await;
+    let last = files.last().unwrap();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&u32::MAX.to_le_bytes());
+    frame.extend_from_slice(&[7u8; 12]);
+    let file = OpenOptions::new().write(true).open(last).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &frame, data_end(2)).unwrap();
+    drop(file);
+    let report = wal::verify(dir.path()).unwrap();
+    assert!(report.torn_tail.is_some());
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    assert!(recovery.tail_repair.is_some());
+    assert_eq!(wal.last_lsn(), 2);
+}

@@ -139,6 +139,16 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
         } else {
             ApplierState::Running
         });
+        // A paused applier, or one whose server is down, hands every write
+        // it was to execute and has not sent yet to another server, in its
+        // window or not: a write queued here (behind a conflicting entry in
+        // doubt, or past the window) would otherwise wait for this server to
+        // come back, and every later conflicting write with it.
+        if is_paused || !backend.health().is_healthy() {
+            if let Some(next) = rep.choose_executor(Some(index)) {
+                rep.ledger.hand_over(index, next);
+            }
+        }
         let mut rate_limited = false;
         {
             let mut unfinished: Vec<&Option<WriteFootprint>> = Vec::new();
@@ -159,26 +169,9 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
                         // A paused applier replays nothing...
                         EntryState::Committed if is_paused => None,
                         EntryState::Committed => Some(false),
-                        EntryState::Undecided { executor } if executor == Some(index) => {
-                            // ...and hands writes it was to execute to another
-                            // server; so does the applier of a server that is
-                            // down. (A write queued here behind a conflicting
-                            // entry whose execution ended in doubt would
-                            // otherwise wait for this server to come back,
-                            // and every later conflicting write with it. A
-                            // waiting slot was never sent here: moving it is
-                            // safe.)
-                            match (is_paused || !backend.health().is_healthy())
-                                .then(|| rep.choose_executor(Some(index)))
-                                .flatten()
-                            {
-                                Some(next) => {
-                                    rep.ledger.reassign(slot.lsn, next);
-                                    None
-                                }
-                                None => Some(true),
-                            }
-                        }
+                        // (Writes it was to execute were handed on above if
+                        // another server can take them; else it runs them.)
+                        EntryState::Undecided { executor } if executor == Some(index) => Some(true),
                         EntryState::Undecided { .. } => None,
                     };
                     let blocked = unfinished.iter().any(|f| conflicts(f, &slot.footprint));
@@ -236,6 +229,14 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
         let want_more = window.len() < capacity;
         tokio::select! {
             biased;
+            _ = tick.tick() => {
+                if applied > committed {
+                    match cursor.commit(applied).await {
+                        Ok(_) => committed = applied,
+                        Err(e) => tracing::error!(server = %name, error = %e, "saving the cursor failed"),
+                    }
+                }
+            }
             Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                 match done {
                     Ok((id, (lsn, end))) => {
@@ -295,14 +296,6 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
             _ = ledger_changes.changed() => {}
             _ = paused.changed() => {}
             _ = tokio::time::sleep_until(next_dispatch.into()), if rate_limited => {}
-            _ = tick.tick() => {
-                if applied > committed {
-                    match cursor.commit(applied).await {
-                        Ok(_) => committed = applied,
-                        Err(e) => tracing::error!(server = %name, error = %e, "saving the cursor failed"),
-                    }
-                }
-            }
         }
     }
 }
@@ -323,7 +316,7 @@ fn describe(
 /// Runs an entry on the server that executes it for its client.
 async fn execute(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> TaskEnd {
     let backend = &rep.backends.all()[index];
-    let credentials = rep.ledger.execution(lsn).credentials;
+    let credentials = rep.ledger.start_execution(lsn).credentials;
     let result = rep.send_entry(index, &work.entry, credentials).await;
     let class = backend.health().observe(&result);
     match (result, class) {
@@ -432,11 +425,11 @@ async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> T
                 return TaskEnd::Finished;
             }
             (ReplayOutcome::Divergent, Ok(response)) => {
+                // A client still waiting here had its execution end in doubt:
+                // the entry is committed, so this server's refusal is not its
+                // answer. It gets one from a server that applies it, or the
+                // "logged, outcome pending" timeout.
                 rep.dead_letter(index, lsn, &work.entry, &response).await;
-                if rep.ledger.has_waiter(lsn) {
-                    let response = rep.to_client(index, work, response);
-                    rep.ledger.answer(lsn, Ok((index, response)));
-                }
                 return TaskEnd::Finished;
             }
             (_, result) => {

@@ -49,6 +49,8 @@ struct Live {
     state: EntryState,
     credentials: HeaderMap,
     waiter: Option<oneshot::Sender<WriteResult>>,
+    /// The executor has sent it: it may not move to another server now.
+    started: bool,
 }
 
 #[derive(Debug, Default)]
@@ -128,34 +130,79 @@ impl Ledger {
                 },
                 credentials,
                 waiter: Some(tx),
+                started: false,
             },
         );
         self.bump();
         rx
     }
 
-    /// The client's credentials for the executor of `lsn`.
-    pub fn execution(&self, lsn: u64) -> Execution {
+    /// Records that `lsn` is not an entry (a decision record), so the
+    /// decided watermark can pass it.
+    pub fn not_an_entry(&self, lsn: u64) {
+        let mut inner = self.lock();
+        if lsn > inner.decided_upto {
+            inner.live.insert(
+                lsn,
+                Live {
+                    state: EntryState::Committed,
+                    credentials: HeaderMap::new(),
+                    waiter: None,
+                    started: false,
+                },
+            );
+            advance(&mut inner);
+        }
+    }
+
+    /// Marks `lsn` as sent by its executor (it can no longer be handed to
+    /// another server) and returns the client's credentials for it.
+    pub fn start_execution(&self, lsn: u64) -> Execution {
+        let mut inner = self.lock();
+        let live = inner.live.get_mut(&lsn);
         Execution {
-            credentials: self
-                .lock()
-                .live
-                .get(&lsn)
-                .map(|l| l.credentials.clone())
+            credentials: live
+                .map(|l| {
+                    l.started = true;
+                    l.credentials.clone()
+                })
                 .unwrap_or_default(),
         }
     }
 
-    /// Hands an undecided entry to another executor.
+    /// Hands an undecided entry to another executor (its execution did not
+    /// reach its server).
     pub fn reassign(&self, lsn: u64, executor: usize) {
         if let Some(live) = self.lock().live.get_mut(&lsn) {
             if matches!(live.state, EntryState::Undecided { .. }) {
                 live.state = EntryState::Undecided {
                     executor: Some(executor),
                 };
+                live.started = false;
             }
         }
         self.bump();
+    }
+
+    /// Hands every undecided entry assigned to `from` that it has not sent
+    /// yet to `to` (its server is down or paused). Returns how many moved.
+    pub fn hand_over(&self, from: usize, to: usize) -> usize {
+        let mut moved = 0;
+        for live in self.lock().live.values_mut() {
+            if live.state
+                == (EntryState::Undecided {
+                    executor: Some(from),
+                })
+                && !live.started
+            {
+                live.state = EntryState::Undecided { executor: Some(to) };
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            self.bump();
+        }
+        moved
     }
 
     /// Marks the entry committed (in memory; no record is needed). The
@@ -266,7 +313,14 @@ mod tests {
         let ledger = Ledger::new(0, BTreeMap::new());
         let mut rx = ledger.begin(1, 0, HeaderMap::new());
         assert_eq!(ledger.state(1), EntryState::Undecided { executor: Some(0) });
-        ledger.reassign(1, 1);
+        assert_eq!(ledger.hand_over(0, 1), 1);
+        assert_eq!(ledger.hand_over(0, 1), 0);
+        ledger.start_execution(1);
+        assert_eq!(
+            ledger.hand_over(1, 0),
+            0,
+            "a sent entry stays with its executor"
+        );
         assert_eq!(ledger.state(1), EntryState::Undecided { executor: Some(1) });
         ledger.commit(1);
         assert_eq!(ledger.state(1), EntryState::Committed);
@@ -286,6 +340,20 @@ mod tests {
         assert_eq!(ledger.state(1), EntryState::Refused(Refusal::Cancelled));
         ledger.forget_below(2);
         assert_eq!(ledger.state(1), EntryState::Committed);
+    }
+
+    #[test]
+    fn decision_records_do_not_hold_the_watermark() {
+        let ledger = Ledger::new(0, BTreeMap::new());
+        let _a = ledger.begin(1, 0, HeaderMap::new());
+        ledger.refuse(1, Refusal::Rejected);
+        ledger.not_an_entry(2);
+        ledger.answer(1, Err(GatewayError::internal("x")));
+        let _c = ledger.begin(3, 0, HeaderMap::new());
+        ledger.commit(3);
+        ledger.answer(3, Err(GatewayError::internal("x")));
+        assert_eq!(ledger.lock().decided_upto, 3);
+        assert!(ledger.lock().live.is_empty());
     }
 
     #[test]

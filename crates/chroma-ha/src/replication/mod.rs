@@ -467,6 +467,7 @@ impl Replicator {
         body: Bytes,
     ) -> Result<Answer, GatewayError> {
         let scope = route.scope();
+        let pages = reads_a_page(route, path_and_query, &body);
         let barrier = self.wal.last_lsn();
         let deadline = Instant::now() + self.settings.write_timeout;
         let mut failed: Vec<usize> = Vec::new();
@@ -477,7 +478,12 @@ impl Replicator {
             let eligible: Vec<usize> = (0..n)
                 .filter(|i| !failed.contains(i) && self.may_read(*i, scope.as_ref(), barrier))
                 .collect();
-            let Some(index) = self.pick_reader(&eligible) else {
+            let pick = if pages {
+                eligible.first().copied()
+            } else {
+                self.pick_reader(&eligible)
+            };
+            let Some(index) = pick else {
                 let healthy_left = (0..n)
                     .any(|i| !failed.contains(&i) && self.backends.all()[i].health().is_healthy());
                 if !healthy_left {
@@ -870,13 +876,14 @@ impl Replicator {
 
     /// Durably records that `lsn` is refused, then marks it so in memory.
     async fn record_refusal(&self, lsn: u64, refusal: Refusal) {
-        if let Err(e) = self.wal.append(record::encode_decision(lsn, refusal)).await {
-            tracing::error!(
+        match self.wal.append(record::encode_decision(lsn, refusal)).await {
+            Ok(decision_lsn) => self.ledger.not_an_entry(decision_lsn),
+            Err(e) => tracing::error!(
                 lsn,
                 ?refusal,
                 error = %e,
                 "the refusal could not be logged; a restart would replay this write"
-            );
+            ),
         }
         self.ledger.refuse(lsn, refusal);
     }
@@ -998,6 +1005,27 @@ impl Replicator {
     }
 }
 
+/// Whether the read asks for a page (`limit`/`offset`) of records or
+/// collections. Servers store records in the order they applied them, and
+/// non-conflicting writes are applied in parallel, so that order differs
+/// between servers: the pages of one listing must all come from the same
+/// server. Such reads go to the first qualifying server in priority order.
+fn reads_a_page(route: &Route, path_and_query: &str, body: &[u8]) -> bool {
+    match route.operation() {
+        Some(Operation::CollectionGet) => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .is_some_and(|v| {
+                ["limit", "offset"]
+                    .iter()
+                    .any(|k| v.get(*k).is_some_and(|x| !x.is_null()))
+            }),
+        Some(Operation::ListCollections | Operation::ListDatabases) => path_and_query
+            .split_once('?')
+            .is_some_and(|(_, q)| q.contains("limit=") || q.contains("offset=")),
+        _ => false,
+    }
+}
+
 fn ok_if(already_done: bool, response: UpstreamResponse) -> UpstreamResponse {
     if !already_done {
         return response;
@@ -1031,5 +1059,38 @@ async fn maintain(rep: Arc<Replicator>) {
             .min()
             .unwrap_or(0);
         rep.ledger.forget_below(lowest + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chroma::classify;
+
+    #[test]
+    fn paged_listings_are_recognised() {
+        let get = classify(
+            &Method::POST,
+            "/api/v2/tenants/t/databases/d/collections/0195d1e2-0000-4000-8000-000000000001/get",
+        );
+        assert!(reads_a_page(&get, "/x", br#"{"limit":10,"offset":20}"#));
+        assert!(reads_a_page(&get, "/x", br#"{"offset":5}"#));
+        assert!(!reads_a_page(
+            &get,
+            "/x",
+            br#"{"ids":["a"],"limit":null,"offset":null}"#
+        ));
+        assert!(!reads_a_page(&get, "/x", b"not json"));
+        let list = classify(&Method::GET, "/api/v2/tenants/t/databases/d/collections");
+        assert!(reads_a_page(
+            &list,
+            "/api/v2/tenants/t/databases/d/collections?limit=2&offset=2",
+            b""
+        ));
+        assert!(!reads_a_page(
+            &list,
+            "/api/v2/tenants/t/databases/d/collections",
+            b""
+        ));
     }
 }
