@@ -21,6 +21,7 @@ const PAGE: &str = r#"<!doctype html>
  th{background:#f0f2f6;font-weight:600}
  .ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}.warn{color:#a15c00;font-weight:600}
  code{background:#eef0f4;padding:0 .3rem;border-radius:4px}
+ td.err{max-width:26rem;overflow-wrap:anywhere;color:#556}
 </style></head><body>
 <h1>chroma-ha</h1><div class="sub" id="sub">loading…</div>
 <div class="cards" id="cards"></div>
@@ -49,7 +50,7 @@ async function refresh() {
       <td class="${i.applier === "running" ? "" : "warn"}">${esc(i.applier)}</td>
       <td>${i.applied_lsn}</td><td>${i.lag_entries}</td><td>${i.lag_seconds.toFixed(1)}</td>
       <td>${(100 * i.success_rate).toFixed(1)} %</td><td>${i.dead_letters}</td>
-      <td><small>${esc(i.last_error ?? "")}</small></td></tr>`).join("");
+      <td class="err"><small>${esc(i.last_error ?? "")}</small></td></tr>`).join("");
   } catch (e) {
     document.getElementById("sub").innerHTML = '<span class="bad">gateway unreachable</span>';
   }
