@@ -43,7 +43,8 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
 pub struct WalStatus {
     /// Most entries any server still has to apply.
     pub pending_writes: u64,
-    /// Whether a healthy server is catching up.
+    /// Whether a healthy server is catching up (more than 4 × apply_window
+    /// records behind).
     pub is_replaying: bool,
     /// Receive time (Unix seconds) of the oldest entry some server has not applied.
     pub oldest_pending: Option<f64>,
@@ -147,7 +148,7 @@ pub fn collect(app: &AppState) -> Status {
         if let Some(t) = progress.oldest_held_ms {
             oldest = Some(oldest.map_or(t, |o| o.min(t)));
         }
-        replaying |= health.healthy && progress.held > 0 && progress.replayed_total > 0;
+        replaying |= health.healthy && !rep.is_caught_up(index);
         replayed_total += progress.replayed_total;
         instances.push(InstanceStatus {
             name: backend.name().to_string(),

@@ -367,10 +367,8 @@ async fn execute(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> 
 }
 
 /// Backoff before retry `attempt` (0-based): exponential with full jitter.
-fn backoff(rep: &Replicator, attempt: u32) -> Duration {
-    let base = rep.settings.retry_base.as_secs_f64();
-    let cap = rep.settings.retry_cap.as_secs_f64();
-    let ceiling = (base * 2f64.powi(attempt.min(30) as i32)).min(cap);
+fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let ceiling = (base.as_secs_f64() * 2f64.powi(attempt.min(30) as i32)).min(cap.as_secs_f64());
     Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.max(0.001)))
 }
 
@@ -435,11 +433,31 @@ async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> T
             (_, result) => {
                 let error = describe(&result);
                 progress.count_retry(error.clone());
-                let delay = backoff(rep, attempt);
+                let delay = backoff(rep.settings.retry_base, rep.settings.retry_cap, attempt);
                 tracing::debug!(server = backend.name(), lsn, %error, ?delay, "replay failed; retrying");
                 attempt = attempt.saturating_add(1);
                 tokio::time::sleep(delay).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_stays_under_the_cap() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(10);
+        for attempt in 0..40 {
+            let ceiling = (0.1 * 2f64.powi(attempt.min(30) as i32)).min(10.0);
+            let delays: Vec<Duration> = (0..50).map(|_| backoff(base, cap, attempt)).collect();
+            assert!(delays.iter().all(|d| d.as_secs_f64() <= ceiling + 1e-9));
+            assert!(delays.iter().all(|d| *d <= cap));
+            // Full jitter: not all the same.
+            assert!(delays.iter().any(|d| *d != delays[0]), "attempt {attempt}");
         }
     }
 }

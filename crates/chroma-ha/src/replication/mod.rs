@@ -304,11 +304,17 @@ impl Replicator {
             .saturating_sub(self.progress[index].snapshot().applied_upto)
     }
 
+    /// Whether server `index` is within `4 × apply_window` records of the
+    /// log's end: close enough to execute writes without making them wait
+    /// behind a replay backlog.
+    pub fn is_caught_up(&self, index: usize) -> bool {
+        self.lag_entries(index) <= (self.settings.apply_window as u64) * 4
+    }
+
     /// The server that should execute the next write: the first healthy,
     /// unpaused server in priority order that is caught up with the log,
     /// else the first healthy unpaused one; never `exclude`.
     pub fn choose_executor(&self, exclude: Option<usize>) -> Option<usize> {
-        let slack = (self.settings.apply_window as u64) * 4;
         let candidates: Vec<usize> = self
             .backends
             .all()
@@ -320,7 +326,7 @@ impl Replicator {
         candidates
             .iter()
             .copied()
-            .find(|i| self.lag_entries(*i) <= slack)
+            .find(|i| self.is_caught_up(*i))
             .or_else(|| candidates.first().copied())
     }
 
