@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 struct Seen {
     calls: Mutex<Vec<(String, Instant, Instant)>>,
     delay: Duration,
+    /// While set, writes get a 503 that is not Chroma's (transient).
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 async fn heartbeat() -> Json<serde_json::Value> {
@@ -31,6 +33,12 @@ async fn add(
     Path((_t, _d, _c)): Path<(String, String, String)>,
     body: Bytes,
 ) -> (http::StatusCode, Json<serde_json::Value>) {
+    if seen.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!("busy")),
+        );
+    }
     let start = Instant::now();
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let first = value["ids"][0].as_str().unwrap_or_default().to_string();
@@ -61,8 +69,18 @@ async fn fake_chroma(delay: Duration) -> (String, Arc<Seen>) {
 }
 
 async fn replicator(primary: &str, replica: &str, dir: &std::path::Path) -> Arc<Replicator> {
+    replicator_with(primary, replica, dir, |_| {}).await
+}
+
+async fn replicator_with(
+    primary: &str,
+    replica: &str,
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut Config),
+) -> Arc<Replicator> {
     let mut config = Config::with_servers(primary, &[replica]).unwrap();
     config.data_dir = dir.to_path_buf();
+    tune(&mut config);
     config.wal.fsync = FsyncPolicy::Never;
     config.health.check_interval = Duration::from_millis(50);
     let backends = Arc::new(Backends::new(&config).unwrap());
@@ -178,4 +196,35 @@ async fn a_write_goes_to_the_replica_when_the_primary_refuses_connections() {
     assert!(answer.response.status.is_success());
     let calls = wait_for(&seen, 1).await;
     assert_eq!(calls[0].0, "moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovering_server_is_fed_no_faster_than_the_replay_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, _) = fake_chroma(Duration::ZERO).await;
+    let (replica, seen) = fake_chroma(Duration::ZERO).await;
+    let rep = replicator_with(&primary, &replica, dir.path(), |c| {
+        c.replication.replay_rate_limit = std::num::NonZeroU32::new(40);
+        c.replication.apply_window = 4;
+        c.replication.retry_base = Duration::from_millis(5);
+        c.replication.retry_cap = Duration::from_millis(20);
+    })
+    .await;
+    // The replica refuses (transiently) while 60 writes go through the primary.
+    seen.refusing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..60 {
+        write(&rep, &format!("r{i}")).await;
+    }
+    let started = Instant::now();
+    seen.refusing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for(&seen, 60).await;
+    let took = started.elapsed();
+    // Past the apply window, at most 40 entries a second: the backlog of
+    // 60 cannot drain in under about (60 - 4 × 4) / 40 s.
+    assert!(
+        took >= Duration::from_millis(900),
+        "a backlog of 60 drained in {took:?} despite a limit of 40/s"
+    );
 }
