@@ -9,20 +9,30 @@
 
 use super::{error_response, AppState};
 use crate::chroma::GatewayError;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{header, HeaderMap, StatusCode};
 use std::sync::Arc;
 
-/// The admin routes (mounted under `/admin`).
-pub fn router() -> Router<Arc<AppState>> {
+/// The admin routes (mounted under `/admin`), every one behind the token.
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/dead-letters", get(list_dead_letters))
         .route("/dead-letters/{id}/retry", post(retry_dead_letter))
         .route("/dead-letters/{id}/skip", post(skip_dead_letter))
         .route("/servers/{name}/{action}", post(server_action))
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// Lets a request through only with the admin token.
+async fn require_token(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match authorize(&app, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => error_response(&denied),
+    }
 }
 
 /// Checks the bearer token in constant time; the error to send if not allowed.
@@ -53,21 +63,11 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
     }
 }
 
-async fn list_dead_letters(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return error_response(&denied);
-    }
+async fn list_dead_letters(State(app): State<Arc<AppState>>) -> Response {
     Json(serde_json::json!({ "dead_letters": app.rep.dead_letters().list() })).into_response()
 }
 
-async fn retry_dead_letter(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return error_response(&denied);
-    }
+async fn retry_dead_letter(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
     match app.rep.retry_dead_letter(id).await {
         Ok(true) => Json(serde_json::json!({ "id": id, "resolved": true })).into_response(),
         Ok(false) => (
@@ -83,14 +83,7 @@ async fn retry_dead_letter(
     }
 }
 
-async fn skip_dead_letter(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return error_response(&denied);
-    }
+async fn skip_dead_letter(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
     match app.rep.dead_letters().remove(id) {
         Ok(Some(letter)) => {
             tracing::warn!(id, server = %letter.server, lsn = letter.lsn, "dead letter skipped by operator");
@@ -103,12 +96,8 @@ async fn skip_dead_letter(
 
 async fn server_action(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return error_response(&denied);
-    }
     let Some(index) = app
         .rep
         .backends()

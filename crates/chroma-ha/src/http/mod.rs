@@ -37,7 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(status::ready))
         .route("/status", get(status::status))
         .route("/metrics", get(metrics::metrics))
-        .nest("/admin", admin::router())
+        .nest("/admin", admin::router(state.clone()))
         .route("/api/{*rest}", any(proxy::proxy))
         .fallback(not_found)
         .with_state(state)
