@@ -901,6 +901,15 @@ fn divergent_entry_is_dead_lettered_and_admin_retry_skip_work() {
         Some(TOKEN),
     );
     assert_eq!(drain.status, 200, "{}", drain.text());
+    // A drain outlives a gateway restart: the server stays out of service.
+    c.gateway.kill();
+    c.gateway.restart();
+    let s = status_now(&gw);
+    assert_eq!(
+        instance(&s, "primary")["state"],
+        "draining",
+        "after a gateway restart: {s}"
+    );
     w.wait_for_more_acks(20, PROGRESS);
     let t_drained = Instant::now();
     w.wait_for_more_acks(20, PROGRESS);

@@ -108,16 +108,21 @@ async fn server_action(
         return error_response(&GatewayError::not_found(format!("no server named {name}")));
     };
     let backend = &app.rep.backends().all()[index];
-    match action.as_str() {
+    let saved = match action.as_str() {
         "pause" => app.rep.set_paused(index, true),
         "resume" => app.rep.set_paused(index, false),
-        "drain" => backend.health().set_draining(true),
-        "undrain" => backend.health().set_draining(false),
+        "drain" => app.rep.set_draining(index, true),
+        "undrain" => app.rep.set_draining(index, false),
         other => {
             return error_response(&GatewayError::not_found(format!(
                 "unknown action {other}: use pause, resume, drain or undrain"
             )))
         }
+    };
+    if let Err(e) = saved {
+        return error_response(&GatewayError::internal(format!(
+            "{action} of {name} is in effect but could not be saved for restarts: {e}"
+        )));
     }
     tracing::warn!(server = %name, %action, "operator action");
     Json(serde_json::json!({

@@ -94,6 +94,16 @@ pub struct Replicator {
     /// The last LSN written by an earlier run: entries up to here may be
     /// applied a second time on a server that is already past them.
     boot_lsn: u64,
+    /// Where operator actions (pause, drain) are kept across restarts.
+    operator_path: std::path::PathBuf,
+}
+
+/// Operator actions that outlive a restart: a server drained for
+/// maintenance must not take traffic again because the gateway restarted.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct OperatorState {
+    paused: Vec<String>,
+    drained: Vec<String>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -235,7 +245,26 @@ impl Replicator {
             fsync,
             recovery,
             boot_lsn,
+            operator_path: config.data_dir.join("operator.json"),
         });
+        let operator: OperatorState =
+            state_file::load(&replicator.operator_path)?.unwrap_or_default();
+        for (index, backend) in replicator.backends.all().iter().enumerate() {
+            if operator.paused.iter().any(|n| n == backend.name()) {
+                tracing::warn!(
+                    server = backend.name(),
+                    "applier paused by an operator before the restart"
+                );
+                replicator.paused[index].send_replace(true);
+            }
+            if operator.drained.iter().any(|n| n == backend.name()) {
+                tracing::warn!(
+                    server = backend.name(),
+                    "server drained by an operator before the restart"
+                );
+                backend.health().set_draining(true);
+            }
+        }
         for index in 0..replicator.backends.all().len() {
             tokio::spawn(applier::run(replicator.clone(), index));
         }
@@ -283,9 +312,37 @@ impl Replicator {
         *self.paused[index].borrow()
     }
 
-    /// Pauses or resumes server `index`'s applier.
-    pub fn set_paused(&self, index: usize, paused: bool) {
+    /// Pauses or resumes server `index`'s applier; kept across restarts.
+    pub fn set_paused(&self, index: usize, paused: bool) -> Result<(), state_file::StateFileError> {
         self.paused[index].send_replace(paused);
+        self.save_operator_state()
+    }
+
+    /// Drains server `index` (no traffic, for maintenance) or brings it
+    /// back; kept across restarts.
+    pub fn set_draining(
+        &self,
+        index: usize,
+        draining: bool,
+    ) -> Result<(), state_file::StateFileError> {
+        self.backends.all()[index].health().set_draining(draining);
+        self.save_operator_state()
+    }
+
+    fn save_operator_state(&self) -> Result<(), state_file::StateFileError> {
+        let all = self.backends.all();
+        let state = OperatorState {
+            paused: (0..all.len())
+                .filter(|i| self.is_paused(*i))
+                .map(|i| all[i].name().to_string())
+                .collect(),
+            drained: all
+                .iter()
+                .filter(|b| b.health().is_draining())
+                .map(|b| b.name().to_string())
+                .collect(),
+        };
+        state_file::store(&self.operator_path, &state)
     }
 
     /// Entries logged and not yet decided.
