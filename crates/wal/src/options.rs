@@ -30,7 +30,7 @@ impl Default for SyncPolicy {
 }
 
 /// Settings of a log. `Default` gives 64 MiB segments, batch fsync every
-/// 2 ms, no size cap, and the real filesystem.
+/// 2 ms, no size cap, a 100 µs regroup wait, and the real filesystem.
 #[derive(Clone)]
 pub struct WalOptions {
     /// Durability of acknowledged appends.
@@ -50,6 +50,12 @@ pub struct WalOptions {
     pub fs: Arc<dyn FileSystem>,
     /// Called with the duration of every segment fsync (for metrics).
     pub on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+    /// Under `Always`, the longest the writer waits, once a batch has
+    /// started, for as many appends as the previous fsync acknowledged.
+    /// Appenders released by one fsync then share the next one, instead of
+    /// settling into two half-size groups that take turns. A lone appender
+    /// never waits; zero turns the wait off.
+    pub regroup_wait: Duration,
 }
 
 impl Default for WalOptions {
@@ -62,6 +68,7 @@ impl Default for WalOptions {
             tail_cache_bytes: 32 * 1024 * 1024,
             fs: Arc::new(StdFs),
             on_fsync: None,
+            regroup_wait: Duration::from_micros(100),
         }
     }
 }
@@ -74,6 +81,7 @@ impl std::fmt::Debug for WalOptions {
             .field("max_bytes", &self.max_bytes)
             .field("max_record_bytes", &self.max_record_bytes)
             .field("tail_cache_bytes", &self.tail_cache_bytes)
+            .field("regroup_wait", &self.regroup_wait)
             .finish_non_exhaustive()
     }
 }

@@ -43,6 +43,60 @@ async fn concurrent_appends_are_group_committed_with_dense_lsns() {
     );
 }
 
+/// 64 appenders that each append again as soon as they are acknowledged.
+async fn closed_loop_fsyncs(regroup_wait: Duration, rounds: u64) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        regroup_wait,
+        ..real_options(64 << 20)
+    };
+    let (wal, _) = Wal::open(dir.path(), options).unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let wal = wal.clone();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    wal.append(payload(i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(wal.stats().last_lsn, 64 * rounds);
+    wal.stats().fsyncs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appenders_acknowledged_together_share_the_next_fsync() {
+    // A generous wait: every appender comes back long before it runs out,
+    // so after the first few rounds each fsync holds all 64.
+    let fsyncs = closed_loop_fsyncs(Duration::from_secs(5), 40).await;
+    assert!(
+        fsyncs <= 48,
+        "40 rounds of 64 appenders took {fsyncs} fsyncs"
+    );
+}
+
+#[tokio::test]
+async fn a_lone_appender_does_not_wait_to_regroup() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        regroup_wait: Duration::from_secs(3600),
+        ..real_options(1 << 20)
+    };
+    let (wal, _) = Wal::open(dir.path(), options).unwrap();
+    let appends = async {
+        for i in 0..20 {
+            wal.append(payload(i)).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), appends)
+        .await
+        .expect("a lone appender waited for company");
+}
+
 #[tokio::test]
 async fn segments_roll_over_and_reads_cross_them_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
