@@ -269,7 +269,9 @@ impl FileSystem for MemFs {
 }
 
 /// The real filesystem with switchable faults: failing fsync, and ENOSPC
-/// once a write budget is spent.
+/// once a write budget is spent. Faults never reach the segment prepared in
+/// the background (`next-segment.tmp`): a test's fault lands on the writes
+/// and syncs it aims at, not on whichever thread gets there first.
 #[derive(Clone, Default)]
 pub struct FaultyFs {
     faults: Arc<Faults>,
@@ -313,11 +315,13 @@ impl FaultyFs {
 struct FaultyFile {
     inner: Box<dyn WalFile>,
     faults: Arc<Faults>,
+    /// False for the prepared segment, which faults leave alone.
+    faulty: bool,
 }
 
 impl WalFile for FaultyFile {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.faults.limit_space.load(Ordering::SeqCst) {
+        if self.faulty && self.faults.limit_space.load(Ordering::SeqCst) {
             let left = self.faults.space_left.load(Ordering::SeqCst);
             if (buf.len() as u64) > left {
                 // A real disk may take part of the write before failing.
@@ -332,6 +336,9 @@ impl WalFile for FaultyFile {
         self.inner.write_at(buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
+        if !self.faulty {
+            return self.inner.sync_data();
+        }
         let transient = self
             .faults
             .failing_syncs
@@ -353,6 +360,12 @@ impl WalFile for FaultyFile {
     }
 }
 
+/// Whether faults reach the file at `path`: every file but the prepared
+/// segment.
+fn is_faulty(path: &Path) -> bool {
+    path.file_name() != Some(std::ffi::OsStr::new(crate::segment::PREPARED_NAME))
+}
+
 impl FileSystem for FaultyFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         StdFs.create_dir_all(path)
@@ -364,12 +377,14 @@ impl FileSystem for FaultyFs {
         Ok(Box::new(FaultyFile {
             inner: StdFs.create(path)?,
             faults: self.faults.clone(),
+            faulty: is_faulty(path),
         }))
     }
     fn open(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
         Ok(Box::new(FaultyFile {
             inner: StdFs.open(path)?,
             faults: self.faults.clone(),
+            faulty: is_faulty(path),
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
