@@ -67,9 +67,10 @@ fn raw_sequential(dir: &Path, bytes: usize) -> f64 {
     rate
 }
 
-/// The most any log can make of 64 appenders of 4 KiB under `always`: all
-/// 256 KiB in one write and one fdatasync, over a preallocated file (as the
-/// log's segments are), from one thread with nothing else running. MiB/s.
+/// A ceiling for a write-then-fdatasync log with 64 appenders of 4 KiB
+/// under `always`: all 256 KiB in one write and one fdatasync, over a
+/// preallocated file (as the log's segments are), from one thread with
+/// nothing else running. MiB/s.
 fn raw_group_commit_ceiling(dir: &Path, duration: Duration) -> f64 {
     const SPAN: u64 = 64 << 20;
     let path = dir.join("raw-group");

@@ -51,10 +51,13 @@ pub struct WalOptions {
     /// Called with the duration of every segment fsync (for metrics).
     pub on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
     /// Under `Always`, the longest the writer waits, once a batch has
-    /// started, for as many appends as the previous fsync acknowledged.
-    /// Appenders released by one fsync then share the next one, instead of
-    /// settling into two half-size groups that take turns. A lone appender
-    /// never waits; zero turns the wait off.
+    /// started, for as many appends as the last successful fsync
+    /// acknowledged. Appenders released by one fsync then share the next
+    /// one, instead of settling into two half-size groups that take turns.
+    /// An append waits at most this long, and only when fewer are queued
+    /// than that fsync acknowledged: a lone appender after a group waits
+    /// once, then never. The writer thread spins while it waits, so keep
+    /// this to tens or hundreds of microseconds; zero turns the wait off.
     pub regroup_wait: Duration,
 }
 

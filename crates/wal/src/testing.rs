@@ -269,9 +269,10 @@ impl FileSystem for MemFs {
 }
 
 /// The real filesystem with switchable faults: failing fsync, and ENOSPC
-/// once a write budget is spent. Faults never reach the segment prepared in
-/// the background (`next-segment.tmp`): a test's fault lands on the writes
-/// and syncs it aims at, not on whichever thread gets there first.
+/// once a write budget is spent. Faults never reach files opened by the
+/// thread that prepares the next segment in the background: a test's fault
+/// lands on the writes and syncs it aims at, not on whichever thread gets
+/// there first. (A segment the writer has to create itself still sees them.)
 #[derive(Clone, Default)]
 pub struct FaultyFs {
     faults: Arc<Faults>,
@@ -315,7 +316,8 @@ impl FaultyFs {
 struct FaultyFile {
     inner: Box<dyn WalFile>,
     faults: Arc<Faults>,
-    /// False for the prepared segment, which faults leave alone.
+    /// False for files of the background preparation, which faults leave
+    /// alone.
     faulty: bool,
 }
 
@@ -360,10 +362,10 @@ impl WalFile for FaultyFile {
     }
 }
 
-/// Whether faults reach the file at `path`: every file but the prepared
-/// segment.
-fn is_faulty(path: &Path) -> bool {
-    path.file_name() != Some(std::ffi::OsStr::new(crate::segment::PREPARED_NAME))
+/// Whether faults reach a file opened now: not on the thread that prepares
+/// segments in the background.
+fn is_faulty() -> bool {
+    std::thread::current().name() != Some(crate::writer::PREPARE_THREAD)
 }
 
 impl FileSystem for FaultyFs {
@@ -377,14 +379,14 @@ impl FileSystem for FaultyFs {
         Ok(Box::new(FaultyFile {
             inner: StdFs.create(path)?,
             faults: self.faults.clone(),
-            faulty: is_faulty(path),
+            faulty: is_faulty(),
         }))
     }
     fn open(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
         Ok(Box::new(FaultyFile {
             inner: StdFs.open(path)?,
             faults: self.faults.clone(),
-            faulty: is_faulty(path),
+            faulty: is_faulty(),
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
+/// Name of the thread that prepares the next segment in the background.
+pub(crate) const PREPARE_THREAD: &str = "wal-prepare";
+
 /// Largest number of bytes gathered into one write.
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -50,7 +53,7 @@ pub struct Writer {
     /// Records encoded or written, waiting for their acknowledgement.
     pending: Vec<Pending>,
     last_sync: Instant,
-    /// How many appends the last fsync acknowledged.
+    /// How many appends the last fsync acknowledged; zero after a failure.
     released: usize,
     prepared: Option<JoinHandle<io::Result<()>>>,
 }
@@ -101,7 +104,7 @@ impl Writer {
     fn spawn_prepare(&mut self) {
         let shared = self.shared.clone();
         self.prepared = std::thread::Builder::new()
-            .name("wal-prepare".into())
+            .name(PREPARE_THREAD.into())
             .spawn(move || prepare_segment(&shared))
             .ok();
     }
@@ -144,8 +147,8 @@ impl Writer {
     }
 
     /// Takes every request already queued behind `first`. Under `Always`,
-    /// also waits up to `regroup_wait` for as many as the last fsync
-    /// released: appenders that were acknowledged together come back within
+    /// also waits up to `regroup_wait` for as many as the last successful
+    /// fsync released: appenders that were acknowledged together come back within
     /// microseconds, and one fsync for all of them costs little more than
     /// one for half. The wait spins (yielding), because the runtime's timer
     /// counts in milliseconds.
@@ -188,6 +191,7 @@ impl Writer {
     /// Encodes and writes a batch, rolling to a new segment where needed.
     fn accept(&mut self, batch: Vec<AppendRequest>) {
         if let Some(reason) = lock(&self.shared.poisoned).clone() {
+            self.released = 0;
             for request in batch {
                 self.shared.release(request.reserved);
                 let _ = request.done.send(Err(WalError::Poisoned(reason.clone())));
@@ -295,6 +299,7 @@ impl Writer {
     /// length, so that none of them can reappear. If that cut cannot be made
     /// durable, the log is poisoned until reopened.
     fn fail(&mut self, what: &str, error: io::Error) {
+        self.released = 0;
         let path = self.segment.path.display().to_string();
         let rollback = self
             .file

@@ -2,6 +2,7 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
 use std::time::Duration;
 use wal::{SyncPolicy, Wal, WalError, WalOptions};
 
@@ -43,19 +44,27 @@ async fn concurrent_appends_are_group_committed_with_dense_lsns() {
     );
 }
 
-/// 64 appenders that each append again as soon as they are acknowledged.
-async fn closed_loop_fsyncs(regroup_wait: Duration, rounds: u64) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
+fn regrouping_options(regroup_wait: Duration) -> WalOptions {
+    WalOptions {
         regroup_wait,
         ..real_options(64 << 20)
-    };
-    let (wal, _) = Wal::open(dir.path(), options).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appenders_acknowledged_together_share_the_next_fsync() {
+    // 64 appenders start together and append again as soon as they are
+    // acknowledged; they come back within microseconds, far inside the wait.
+    const ROUNDS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), regrouping_options(Duration::from_millis(500))).unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(64));
     let tasks: Vec<_> = (0..64)
         .map(|i| {
-            let wal = wal.clone();
+            let (wal, start) = (wal.clone(), start.clone());
             tokio::spawn(async move {
-                for _ in 0..rounds {
+                start.wait().await;
+                for _ in 0..ROUNDS {
                     wal.append(payload(i)).await.unwrap();
                 }
             })
@@ -64,37 +73,60 @@ async fn closed_loop_fsyncs(regroup_wait: Duration, rounds: u64) -> u64 {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(wal.stats().last_lsn, 64 * rounds);
-    wal.stats().fsyncs
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appenders_acknowledged_together_share_the_next_fsync() {
-    // A generous wait: every appender comes back long before it runs out,
-    // so after the first few rounds each fsync holds all 64.
-    let fsyncs = closed_loop_fsyncs(Duration::from_secs(5), 40).await;
+    assert_eq!(wal.stats().last_lsn, 64 * ROUNDS);
+    // Without regrouping they split into two groups that take turns: about
+    // twice as many fsyncs.
+    let fsyncs = wal.stats().fsyncs;
     assert!(
-        fsyncs <= 48,
-        "40 rounds of 64 appenders took {fsyncs} fsyncs"
+        fsyncs <= ROUNDS + 8,
+        "{ROUNDS} rounds of 64 appenders took {fsyncs} fsyncs"
     );
 }
 
 #[tokio::test]
-async fn a_lone_appender_does_not_wait_to_regroup() {
+async fn a_lone_appender_after_a_group_waits_to_regroup_once_at_most() {
     let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
-        regroup_wait: Duration::from_secs(3600),
-        ..real_options(1 << 20)
-    };
-    let (wal, _) = Wal::open(dir.path(), options).unwrap();
-    let appends = async {
+    let (wal, _) = Wal::open(dir.path(), regrouping_options(Duration::from_secs(2))).unwrap();
+    let group: Vec<_> = (0..16).map(|i| wal.append(payload(i))).collect();
+    for lsn in futures::future::join_all(group).await {
+        lsn.unwrap();
+    }
+    // Waiting the full 2 s on each of 20 appends would take 40 s.
+    let lone = async {
         for i in 0..20 {
             wal.append(payload(i)).await.unwrap();
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), appends)
+    tokio::time::timeout(Duration::from_secs(15), lone)
         .await
-        .expect("a lone appender waited for company");
+        .expect("a lone appender kept waiting for the group");
+}
+
+#[tokio::test]
+async fn a_refused_append_does_not_wait_to_regroup() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = wal::testing::FaultyFs::new();
+    let options = WalOptions {
+        regroup_wait: Duration::from_secs(2),
+        ..common::options(Arc::new(fs.clone()), 64 << 20)
+    };
+    let (wal, _) = Wal::open(dir.path(), options).unwrap();
+    let group: Vec<_> = (0..16).map(|i| wal.append(payload(i))).collect();
+    for lsn in futures::future::join_all(group).await {
+        lsn.unwrap();
+    }
+    // Every sync fails, so the rollback cannot be made durable either: the
+    // log is poisoned and refuses what comes next. The first append waits
+    // for the group once (2 s); waiting on each of 6 would take 12 s.
+    fs.set_fail_sync(true);
+    let refused = async {
+        for i in 0..6 {
+            assert!(wal.append(payload(i)).await.is_err());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(8), refused)
+        .await
+        .expect("failed and refused appends waited to regroup");
 }
 
 #[tokio::test]
