@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{http_request, ChromaServer};
+use support::{http_request, inherited_gateway_env, ChromaServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chroma-ha");
 const T: Duration = Duration::from_secs(10);
@@ -25,22 +25,8 @@ fn run(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Settings of the environment the tests run in must not leak in.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CHROMA_HA_")
-            || [
-                "PRIMARY_URL",
-                "REPLICA_URL",
-                "PORT",
-                "CHECK_INTERVAL",
-                "FAILURE_THRESHOLD",
-                "REQUEST_TIMEOUT",
-                "READ_REPLICA_RATIO",
-            ]
-            .contains(&name.as_str())
-        {
-            cmd.env_remove(name);
-        }
+    for name in inherited_gateway_env() {
+        cmd.env_remove(name);
     }
     cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn chroma-ha");

@@ -19,8 +19,8 @@ use chroma_ha::check::{
 };
 use serde_json::{json, Value};
 use support::{
-    assert_python_ok, chroma_ha_bin, http_get, http_request, python, python_script, python_summary,
-    run_python, ChromaServer, GatewayProcess, HttpResponse,
+    assert_python_ok, chroma_ha_bin, http_get, http_request, inherited_gateway_env, python,
+    python_script, python_summary, run_python, ChromaServer, GatewayProcess, HttpResponse,
 };
 
 /// Timeout of one blocking HTTP request of the test itself.
@@ -41,19 +41,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Environment names that would change the gateway's settings if inherited
-/// from the environment the tests run in; they are blanked (an empty variable
-/// counts as unset) unless the test sets them.
-const LEGACY_ENV: [&str; 7] = [
-    "PRIMARY_URL",
-    "REPLICA_URL",
-    "PORT",
-    "CHECK_INTERVAL",
-    "FAILURE_THRESHOLD",
-    "REQUEST_TIMEOUT",
-    "READ_REPLICA_RATIO",
-];
-
 /// Starts `chroma-ha serve` in front of `servers[0]` (primary) and the others
 /// (replicas), with `env` on top of a clean environment.
 fn start_gateway(servers: &[ChromaServer], env: &[(&str, &str)]) -> GatewayProcess {
@@ -70,9 +57,10 @@ fn start_gateway(servers: &[ChromaServer], env: &[(&str, &str)]) -> GatewayProce
     }
     args.push("--data-dir".into());
     args.push("{dir}/data".into());
-    let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("CHROMA_HA_") || LEGACY_ENV.contains(&k.as_str()))
-        .map(|(k, _)| (k, String::new()))
+    // Blanked: an empty variable counts as unset.
+    let mut vars: Vec<(String, String)> = inherited_gateway_env()
+        .into_iter()
+        .map(|name| (name, String::new()))
         .collect();
     vars.push(("RUST_LOG".into(), "info".into()));
     // Fast health checks so a fresh gateway sees its servers at once.

@@ -142,6 +142,17 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     }
 }
 
+/// The variables of this process's environment that the gateway would read
+/// as settings. Tests remove or blank them, so that the environment they run
+/// in cannot leak into the gateways they start.
+pub fn inherited_gateway_env() -> Vec<String> {
+    let read = chroma_ha::config::env_names();
+    std::env::vars()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("CHROMA_HA_") || read.contains(&name.as_str()))
+        .collect()
+}
+
 fn keep_dirs() -> bool {
     std::env::var("CHROMA_HA_KEEP_TEST_DIRS").is_ok_and(|v| !v.is_empty() && v != "0")
 }
@@ -332,6 +343,33 @@ fn wait_http_ok(child: &mut Child, url: &str, timeout: Duration) -> WaitOutcome 
     }
 }
 
+/// Keeps `child` in `slot` and waits until `url` answers 200. `Err(true)`
+/// means it exited because its port was taken; `Err(false)` that it exited
+/// for another reason, or did not come up in time (it is then killed).
+fn await_ready(
+    slot: &mut Option<Child>,
+    child: Child,
+    url: &str,
+    timeout: Duration,
+    log: &Path,
+    what: &str,
+) -> Result<(), bool> {
+    match wait_http_ok(slot.insert(child), url, timeout) {
+        WaitOutcome::Ready => Ok(()),
+        WaitOutcome::Exited(st) => {
+            *slot = None;
+            let conflict = port_conflict(log);
+            let cause = if conflict { ": port in use" } else { "" };
+            eprintln!("{what} exited during start ({st}){cause}");
+            Err(conflict)
+        }
+        WaitOutcome::TimedOut => {
+            kill_child(slot);
+            Err(false)
+        }
+    }
+}
+
 fn port_conflict(log: &Path) -> bool {
     let tail = log_tail(log, 30);
     tail.contains("AddrInUse") || tail.contains("Address already in use")
@@ -422,26 +460,16 @@ impl ChromaServer {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", chroma_bin().display()));
-        self.child = Some(child);
-        let url = self.heartbeat_url();
-        let child = self.child.as_mut().expect("child just set");
-        match wait_http_ok(child, &url, CHROMA_START_TIMEOUT) {
-            WaitOutcome::Ready => Ok(()),
-            WaitOutcome::Exited(st) => {
-                self.child = None;
-                let conflict = port_conflict(&self.log_path());
-                eprintln!(
-                    "chroma on port {} exited during start ({st}){}",
-                    self.port,
-                    if conflict { ": port in use" } else { "" }
-                );
-                Err(conflict)
-            }
-            WaitOutcome::TimedOut => {
-                kill_child(&mut self.child);
-                Err(false)
-            }
-        }
+        let (url, log) = (self.heartbeat_url(), self.log_path());
+        let what = format!("chroma on port {}", self.port);
+        await_ready(
+            &mut self.child,
+            child,
+            &url,
+            CHROMA_START_TIMEOUT,
+            &log,
+            &what,
+        )
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -698,27 +726,16 @@ impl GatewayProcess {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", self.bin.display()));
-        self.child = Some(child);
-        let url = self.health_url();
-        let child = self.child.as_mut().expect("child just set");
-        match wait_http_ok(child, &url, GATEWAY_START_TIMEOUT) {
-            WaitOutcome::Ready => Ok(()),
-            WaitOutcome::Exited(st) => {
-                self.child = None;
-                let conflict = port_conflict(&self.log_path());
-                eprintln!(
-                    "{} on port {} exited during start ({st}){}",
-                    self.bin.display(),
-                    self.port,
-                    if conflict { ": port in use" } else { "" }
-                );
-                Err(conflict)
-            }
-            WaitOutcome::TimedOut => {
-                kill_child(&mut self.child);
-                Err(false)
-            }
-        }
+        let (url, log) = (self.health_url(), self.log_path());
+        let what = format!("{} on port {}", self.bin.display(), self.port);
+        await_ready(
+            &mut self.child,
+            child,
+            &url,
+            GATEWAY_START_TIMEOUT,
+            &log,
+            &what,
+        )
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41235`.
