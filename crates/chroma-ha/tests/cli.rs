@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{http_request, inherited_gateway_env, ChromaServer};
+use support::{block_on, http_request, inherited_gateway_env, ChromaServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chroma-ha");
 const T: Duration = Duration::from_secs(10);
@@ -175,14 +175,6 @@ fn serve_without_a_primary_exits_2() {
 // ---------------------------------------------------------------- wal
 
 const SEGMENT_BYTES: u64 = 4096;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build tokio runtime")
-        .block_on(f)
-}
 
 fn payload(i: u64) -> Vec<u8> {
     format!("record-{i}-{}", "x".repeat(100)).into_bytes()

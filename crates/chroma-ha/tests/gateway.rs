@@ -11,7 +11,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chroma_ha::check::{
@@ -19,7 +19,7 @@ use chroma_ha::check::{
 };
 use serde_json::{json, Value};
 use support::{
-    assert_python_ok, chroma_ha_bin, http_get, http_request, inherited_gateway_env, python,
+    assert_python_ok, chroma_ha_bin, http_get, http_request, inherited_gateway_env, python_command,
     python_script, python_summary, run_python, ChromaServer, GatewayProcess, HttpResponse,
 };
 
@@ -119,6 +119,14 @@ fn assert_no_divergence(s: &Value) {
     }
 }
 
+/// Waits until every server has applied the whole log (see
+/// [`wait_caught_up`]) and checks that nothing diverged; returns `/status`.
+fn settled(gw: &GatewayProcess) -> Value {
+    let s = wait_caught_up(gw);
+    assert_no_divergence(&s);
+    s
+}
+
 fn scopes_of(urls: &[String], tenants: &[&str]) -> Vec<(String, String)> {
     let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
     block_on(discover_scopes(urls, &tenants, &CheckOptions::default())).expect("discover scopes")
@@ -200,14 +208,10 @@ fn emb(i: usize, salt: f64) -> Value {
 
 /// Runs `python -c code args...` with the venv's interpreter.
 fn python_inline(code: &str, args: &[&str]) -> Output {
-    Command::new(python())
+    python_command()
         .arg("-c")
         .arg(code)
         .args(args)
-        .env("ANONYMIZED_TELEMETRY", "False")
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
         .output()
         .expect("run python")
 }
@@ -239,8 +243,7 @@ fn client_workload_through_gateway(replicas: usize, prefix: &str, records: &str)
         "{summary}"
     );
 
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    let s = settled(&gw);
     assert_eq!(
         s["total_instances"],
         json!(1 + replicas),
@@ -461,8 +464,7 @@ fn collections_created_before_the_gateway_are_adopted() {
     let listed = ok("GET", &api(&g, &path), None).json();
     assert_eq!(listed[0]["id"], json!(p_other), "{listed}");
 
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     let urls = urls(&servers);
     let scopes = vec![
         (DEFAULT_TENANT.to_string(), DEFAULT_DATABASE.to_string()),
@@ -660,8 +662,7 @@ fn concurrent_conflicting_writes_end_identical_on_every_server() {
         }
         all
     });
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     let urls = urls(&servers);
     let reports = assert_identical(
         &urls,
@@ -907,8 +908,7 @@ fn strong_reads_see_the_preceding_write_even_from_the_replica() {
         by_backend.keys().all(|b| b == "primary" || b == "replica"),
         "every read names its server: {by_backend:?}"
     );
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     // Idle and caught up: now every read goes to the replica.
     let listed = ok("GET", &api(&g, &default_colls()), None);
     assert_eq!(listed.header("x-chroma-ha-backend"), Some("replica"));
@@ -1091,8 +1091,7 @@ fn bad_input_gets_chroma_errors_and_changes_nothing() {
         r.text(),
         direct.text()
     );
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    let s = settled(&gw);
     let lsn1 = s["write_ahead_log"]["last_lsn"].as_u64().expect("lsn");
     eprintln!("refused writes moved the log from LSN {lsn0} to {lsn1}");
     // Four refused writes: at most an entry and a refusal record each.
@@ -1157,8 +1156,7 @@ fn bad_input_gets_chroma_errors_and_changes_nothing() {
             &json!({"ids": ["after"], "embeddings": [emb(9, 1.0)], "documents": ["after bad input"]}),
         ),
     );
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     let reports = assert_identical(
         &urls(&servers),
         &[(DEFAULT_TENANT.to_string(), DEFAULT_DATABASE.to_string())],
@@ -1428,8 +1426,7 @@ fn collection_lifecycle_keeps_ids_straight_on_every_server() {
         r.status,
         r.text()
     );
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     let rep = assert_identical(&urls, &scope);
     assert_eq!(rep[0].records_per_server, vec![1, 1], "{}", rep[0]);
 
@@ -1505,8 +1502,7 @@ fn collection_lifecycle_keeps_ids_straight_on_every_server() {
     assert_eq!(add_one(&format!("{dbc}/{new}"), "d2", 8).status, 201);
     assert_eq!(add_one(&format!("{dbc}/{new}"), "d3", 9).status, 201);
     reads_agree(&format!("{dbc}/{new}/count"), 5, &json!(2), &mut backends);
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     let mut scopes = scope.clone();
     scopes.push((DEFAULT_TENANT.to_string(), "life-db".to_string()));
     let rep = assert_identical(&urls, &scopes);
@@ -1546,8 +1542,7 @@ fn collection_lifecycle_keeps_ids_straight_on_every_server() {
         &json!(6),
         &mut backends,
     );
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     let rep = assert_identical(&urls, &scope);
     assert_eq!(rep[0].collections_per_server, vec![3, 3], "{}", rep[0]);
     assert_eq!(rep[0].records_per_server, vec![9, 9], "{}", rep[0]);
@@ -1558,8 +1553,7 @@ fn collection_lifecycle_keeps_ids_straight_on_every_server() {
         r.header("x-chroma-ha-lsn").is_some(),
         "reset is a logged write"
     );
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     for url in &urls {
         let listed = ok("GET", &api(url, &default_colls()), None).json();
         assert_eq!(listed, json!([]), "{url} after reset");
@@ -1581,8 +1575,7 @@ fn collection_lifecycle_keeps_ids_straight_on_every_server() {
         r.status,
         r.text()
     );
-    let s = wait_caught_up(&gw);
-    assert_no_divergence(&s);
+    settled(&gw);
     let rep = assert_identical(&urls, &scope);
     assert_eq!(rep[0].records_per_server, vec![1, 1], "{}", rep[0]);
     eprintln!("lifecycle reads served by {backends:?}");

@@ -12,17 +12,9 @@ use chroma_ha::check::{
 };
 use serde_json::{json, Value};
 use support::{
-    assert_python_ok, http_get, http_request, python, python_script, python_summary, run_python,
-    ChromaServer, GatewayProcess,
+    assert_python_ok, block_on, http_get, http_request, python, python_script, python_summary,
+    run_python, ChromaServer, GatewayProcess,
 };
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build tokio runtime")
-        .block_on(f)
-}
 
 const T: Duration = Duration::from_secs(10);
 

@@ -8,6 +8,7 @@ use chroma_ha::check::{compare_servers, CheckOptions, Record, ServerReader};
 
 use super::workload::{Content, Model, Outcome, Presence};
 use super::{DATABASE, TENANT};
+use crate::support::block_on;
 
 /// What the check found on one server.
 #[derive(Debug, Default)]
@@ -82,14 +83,6 @@ impl Verification {
             self.compare_report
         );
     }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build tokio runtime")
-        .block_on(f)
 }
 
 fn matches(record: Option<&Record>, expected: &Option<Content>) -> bool {

@@ -73,16 +73,23 @@ pub fn python_script(name: &str) -> PathBuf {
     workspace_root().join("tests/python").join(name)
 }
 
-/// Runs `python script args...` to completion and returns its output
-/// (telemetry disabled, unbuffered). Panics only if Python cannot be started.
-pub fn run_python(script: &Path, args: &[&str]) -> Output {
-    Command::new(python())
-        .arg(script)
-        .args(args)
-        .env("ANONYMIZED_TELEMETRY", "False")
+/// The venv's Python with telemetry off, output unbuffered, no bytecode
+/// files written and stdin closed.
+pub fn python_command() -> Command {
+    let mut cmd = Command::new(python());
+    cmd.env("ANONYMIZED_TELEMETRY", "False")
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `python script args...` to completion and returns its output
+/// (see [`python_command`]). Panics only if Python cannot be started.
+pub fn run_python(script: &Path, args: &[&str]) -> Output {
+    python_command()
+        .arg(script)
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -151,6 +158,15 @@ pub fn inherited_gateway_env() -> Vec<String> {
         .map(|(name, _)| name)
         .filter(|name| name.starts_with("CHROMA_HA_") || read.contains(&name.as_str()))
         .collect()
+}
+
+/// Runs `f` to completion on a fresh current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build tokio runtime")
+        .block_on(f)
 }
 
 fn keep_dirs() -> bool {
