@@ -48,6 +48,8 @@ cd "$ROOT"
 CHROMA_VERSION="${CHROMA_VERSION:-1.5.9}"
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
+# shellcheck source=lib/chroma_venv.sh
+source "$ROOT/scripts/lib/chroma_venv.sh"
 DATA_DIR="${DATA_DIR:-$ROOT/data/dev}"
 mkdir -p "$DATA_DIR"
 DATA_DIR="$(cd "$DATA_DIR" && pwd)"
@@ -168,11 +170,6 @@ wait_http() {
     done
 }
 
-installed_chroma_version() {
-    [[ -x "$VENV/bin/python" && -x "$VENV/bin/chroma" ]] || return 0
-    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("chromadb"))' 2>/dev/null || true
-}
-
 ensure_chroma() {
     local have
     have="$(installed_chroma_version)"
@@ -182,12 +179,8 @@ ensure_chroma() {
         return 0
     fi
     say "installing chromadb==$CHROMA_VERSION into $VENV (a few minutes, once)"
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        "$PYTHON" -m venv "$VENV" || die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
-    fi
-    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
-        "$VENV/bin/python" -m pip install --quiet "chromadb==$CHROMA_VERSION"
-    [[ -n "$(installed_chroma_version)" ]] || die "chromadb did not install into $VENV"
+    install_chroma && [[ -n "$(installed_chroma_version)" ]] ||
+        die "chromadb did not install into $VENV"
 }
 
 # start_chroma NAME PORT: starts a Chroma server; sets STARTED_PID.

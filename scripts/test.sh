@@ -26,10 +26,8 @@ CHROMA_VERSION="${CHROMA_VERSION:-1.5.9}"
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 
-installed_chroma_version() {
-    [[ -x "$VENV/bin/python" && -x "$VENV/bin/chroma" ]] || return 0
-    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("chromadb"))' 2>/dev/null || true
-}
+# shellcheck source=lib/chroma_venv.sh
+source "$ROOT/scripts/lib/chroma_venv.sh"
 
 ensure_chroma() {
     local have
@@ -39,11 +37,7 @@ ensure_chroma() {
         return 0
     fi
     echo "test.sh: installing chromadb==$CHROMA_VERSION into $VENV (found: ${have:-none})"
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        "$PYTHON" -m venv "$VENV"
-    fi
-    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
-        "$VENV/bin/python" -m pip install --quiet "chromadb==$CHROMA_VERSION"
+    install_chroma || true
     have="$(installed_chroma_version)"
     if [[ "$have" != "$CHROMA_VERSION" ]]; then
         echo "test.sh: chromadb $CHROMA_VERSION did not install (found: ${have:-none})" >&2
