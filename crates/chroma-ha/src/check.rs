@@ -439,38 +439,45 @@ impl ServerReader {
         expect_json(url, status, &body)
     }
 
-    /// Lists the names of the databases of `tenant` (all pages).
-    pub async fn list_databases(&self, tenant: &str) -> Result<Vec<String>, CheckError> {
-        let mut names = Vec::new();
-        let mut offset = 0usize;
+    /// GETs `base?limit=..&offset=..` page by page until a short page and
+    /// decodes each item of the JSON arrays (`what` names them in errors;
+    /// `decode` gets the item and its page's URL).
+    async fn get_listing<T>(
+        &self,
+        base: &str,
+        what: &str,
+        decode: impl Fn(&Value, &str) -> Result<T, CheckError>,
+    ) -> Result<Vec<T>, CheckError> {
+        let mut out = Vec::new();
         loop {
-            let url = format!(
-                "{}?limit={}&offset={}",
-                self.path(&["tenants", tenant, "databases"]),
-                self.page_size,
-                offset
-            );
+            let url = format!("{base}?limit={}&offset={}", self.page_size, out.len());
             let page = self.get_json(&url).await?;
             let items = page.as_array().ok_or_else(|| CheckError::Decode {
                 url: url.clone(),
-                detail: "expected a JSON array of databases".into(),
+                detail: format!("expected a JSON array of {what}"),
             })?;
             for item in items {
-                let name =
-                    item.get("name")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| CheckError::Decode {
-                            url: url.clone(),
-                            detail: format!("database without a name: {item}"),
-                        })?;
-                names.push(name.to_string());
+                out.push(decode(item, &url)?);
             }
             if items.len() < self.page_size as usize {
-                break;
+                return Ok(out);
             }
-            offset += items.len();
         }
-        Ok(names)
+    }
+
+    /// Lists the names of the databases of `tenant` (all pages).
+    pub async fn list_databases(&self, tenant: &str) -> Result<Vec<String>, CheckError> {
+        let base = self.path(&["tenants", tenant, "databases"]);
+        self.get_listing(&base, "databases", |item, url| {
+            item.get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| CheckError::Decode {
+                    url: url.to_string(),
+                    detail: format!("database without a name: {item}"),
+                })
+        })
+        .await
     }
 
     /// Does `tenant/database` exist on this server?
@@ -490,46 +497,28 @@ impl ServerReader {
         tenant: &str,
         database: &str,
     ) -> Result<Vec<CollectionInfo>, CheckError> {
-        let mut out = Vec::new();
-        let mut offset = 0usize;
-        loop {
-            let url = format!(
-                "{}?limit={}&offset={}",
-                self.path(&["tenants", tenant, "databases", database, "collections"]),
-                self.page_size,
-                offset
-            );
-            let page = self.get_json(&url).await?;
-            let items = page.as_array().ok_or_else(|| CheckError::Decode {
-                url: url.clone(),
-                detail: "expected a JSON array of collections".into(),
-            })?;
-            for item in items {
-                let field = |k: &str| item.get(k).cloned().unwrap_or(Value::Null);
-                let (Some(id), Some(name)) = (
-                    item.get("id").and_then(Value::as_str),
-                    item.get("name").and_then(Value::as_str),
-                ) else {
-                    return Err(CheckError::Decode {
-                        url: url.clone(),
-                        detail: "collection without id or name".into(),
-                    });
-                };
-                out.push(CollectionInfo {
-                    id: id.to_string(),
-                    name: name.to_string(),
-                    metadata: field("metadata"),
-                    configuration: field("configuration_json"),
-                    schema: field("schema"),
-                    dimension: field("dimension"),
+        let base = self.path(&["tenants", tenant, "databases", database, "collections"]);
+        self.get_listing(&base, "collections", |item, url| {
+            let field = |k: &str| item.get(k).cloned().unwrap_or(Value::Null);
+            let (Some(id), Some(name)) = (
+                item.get("id").and_then(Value::as_str),
+                item.get("name").and_then(Value::as_str),
+            ) else {
+                return Err(CheckError::Decode {
+                    url: url.to_string(),
+                    detail: "collection without id or name".into(),
                 });
-            }
-            if items.len() < self.page_size as usize {
-                break;
-            }
-            offset += items.len();
-        }
-        Ok(out)
+            };
+            Ok(CollectionInfo {
+                id: id.to_string(),
+                name: name.to_string(),
+                metadata: field("metadata"),
+                configuration: field("configuration_json"),
+                schema: field("schema"),
+                dimension: field("dimension"),
+            })
+        })
+        .await
     }
 
     /// Fetches every record of a collection (by its id on this server),
