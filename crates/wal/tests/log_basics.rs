@@ -51,6 +51,14 @@ fn regrouping_options(regroup_wait: Duration) -> WalOptions {
     }
 }
 
+/// Appends `n` records concurrently and waits for every one.
+async fn append_together(wal: &Wal, n: u64) {
+    let group: Vec<_> = (0..n).map(|i| wal.append(payload(i))).collect();
+    for lsn in futures::future::join_all(group).await {
+        lsn.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appenders_acknowledged_together_share_the_next_fsync() {
     // 64 appenders start together and append again as soon as they are
@@ -87,10 +95,7 @@ async fn appenders_acknowledged_together_share_the_next_fsync() {
 async fn a_lone_appender_after_a_group_waits_to_regroup_once_at_most() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _) = Wal::open(dir.path(), regrouping_options(Duration::from_secs(2))).unwrap();
-    let group: Vec<_> = (0..16).map(|i| wal.append(payload(i))).collect();
-    for lsn in futures::future::join_all(group).await {
-        lsn.unwrap();
-    }
+    append_together(&wal, 16).await;
     // Waiting the full 2 s on each of 20 appends would take 40 s.
     let lone = async {
         for i in 0..20 {
@@ -111,10 +116,7 @@ async fn a_refused_append_does_not_wait_to_regroup() {
         ..common::options(Arc::new(fs.clone()), 64 << 20)
     };
     let (wal, _) = Wal::open(dir.path(), options).unwrap();
-    let group: Vec<_> = (0..16).map(|i| wal.append(payload(i))).collect();
-    for lsn in futures::future::join_all(group).await {
-        lsn.unwrap();
-    }
+    append_together(&wal, 16).await;
     // Every sync fails, so the rollback cannot be made durable either: the
     // log is poisoned and refuses what comes next. The first append waits
     // for the group once (2 s); waiting on each of 6 would take 12 s.
