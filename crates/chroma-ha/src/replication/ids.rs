@@ -1,0 +1,299 @@
+//! Collection ids: logical ids to a server's physical ids in paths and
+//! back in responses, resolution by name, adoption of collections that
+//! existed before the gateway, and what each applied write teaches the id
+//! map.
+
+use super::applier::Work;
+use super::Replicator;
+use crate::backend::UpstreamResponse;
+use crate::chroma::{
+    collection_info, collection_infos, rewrite_path_to_physical, rewrite_response_ids,
+    CollectionRef, KnownRoute, Operation, PathRewrite, ResponseIds,
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+
+impl Replicator {
+    /// The request path with the logical collection id replaced by server
+    /// `index`'s physical id (resolved by name if not yet known).
+    pub(super) async fn physical_path(&self, index: usize, method: &Method, path: &str) -> String {
+        let rewrite =
+            |p: &str| rewrite_path_to_physical(method, p, |l| self.idmap.physical(l, index));
+        match rewrite(path) {
+            PathRewrite::NoCollectionId => path.to_string(),
+            PathRewrite::Rewritten(p) => p,
+            PathRewrite::Unmapped { logical } => {
+                if self.resolve(index, &logical).await.is_some() {
+                    if let PathRewrite::Rewritten(p) = rewrite(path) {
+                        return p;
+                    }
+                }
+                path.to_string()
+            }
+        }
+    }
+
+    /// Finds `logical`'s physical id on server `index` by the collection's
+    /// name, and remembers it.
+    pub(super) async fn resolve(&self, index: usize, logical: &str) -> Option<String> {
+        let entry = self.idmap.get(logical)?;
+        let response = self
+            .get_by_name(index, &entry.tenant, &entry.database, &entry.name)
+            .await?;
+        let info = collection_info(&response.body)?;
+        self.idmap.link(index, logical, &info.id);
+        self.persist_idmap().await;
+        Some(info.id)
+    }
+
+    pub(super) async fn get_by_name(
+        &self,
+        index: usize,
+        tenant: &str,
+        database: &str,
+        name: &str,
+    ) -> Option<UpstreamResponse> {
+        use crate::chroma::segment::encode;
+        let path = format!(
+            "/api/v2/tenants/{}/databases/{}/collections/{}",
+            encode(tenant),
+            encode(database),
+            encode(name)
+        );
+        let backend = &self.backends.all()[index];
+        match backend
+            .client()
+            .send(Method::GET, &path, HeaderMap::new(), Bytes::new())
+            .await
+        {
+            Ok(r) if r.status.is_success() => Some(r),
+            _ => None,
+        }
+    }
+
+    pub(super) async fn persist_idmap(&self) {
+        if let Err(e) = self.idmap.persist().await {
+            tracing::error!(error = %e, "saving the collection id map failed");
+        }
+    }
+
+    /// Updates the id map after server `index` applied `work` (or found it
+    /// already done), and returns the answer to give a client: for "already
+    /// done" answers, the answer the write would have had.
+    pub(super) async fn learn(
+        &self,
+        index: usize,
+        lsn: u64,
+        work: &Work,
+        response: UpstreamResponse,
+        already_done: bool,
+    ) -> UpstreamResponse {
+        let Some(route) = &work.route else {
+            return response;
+        };
+        let tenant = route.tenant.as_deref().unwrap_or_default();
+        let database = route.database.as_deref().unwrap_or_default();
+        let response = match route.op {
+            Operation::CreateCollection | Operation::ForkCollection => {
+                let found = if already_done {
+                    let name = serde_json::from_slice::<serde_json::Value>(&work.entry.body)
+                        .ok()
+                        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(String::from));
+                    match name {
+                        Some(name) => self.get_by_name(index, tenant, database, &name).await,
+                        None => None,
+                    }
+                } else {
+                    Some(response.clone())
+                };
+                match found {
+                    Some(found) => {
+                        if let Some(info) = collection_info(&found.body) {
+                            self.idmap
+                                .learn_created(lsn, index, tenant, database, &info.name, &info.id);
+                        }
+                        found
+                    }
+                    None => response,
+                }
+            }
+            Operation::DeleteCollection => {
+                if let Some(CollectionRef::Name(name)) = &route.collection {
+                    self.idmap.forget(index, tenant, database, name);
+                }
+                ok_if(already_done, response)
+            }
+            Operation::DeleteDatabase => {
+                self.idmap.forget_database(index, tenant, database);
+                ok_if(already_done, response)
+            }
+            Operation::CreateDatabase | Operation::CreateTenant => ok_if(already_done, response),
+            Operation::UpdateCollection => {
+                let new_name = serde_json::from_slice::<serde_json::Value>(&work.entry.body)
+                    .ok()
+                    .and_then(|v| v.get("new_name").and_then(|n| n.as_str()).map(String::from));
+                if let (Some(name), Some(logical)) = (new_name, route.collection_id()) {
+                    self.idmap.rename(logical, &name);
+                }
+                response
+            }
+            Operation::Reset => {
+                self.idmap.forget_server(index);
+                self.adopted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                response
+            }
+            _ => response,
+        };
+        self.persist_idmap().await;
+        response
+    }
+
+    /// Rewrites physical ids in a response of `work` for its client.
+    pub(super) fn to_client(
+        &self,
+        index: usize,
+        work: &Work,
+        response: UpstreamResponse,
+    ) -> UpstreamResponse {
+        match &work.route {
+            Some(route) => self.rewrite_for_client(index, route.op, response),
+            None => response,
+        }
+    }
+
+    pub(super) fn rewrite_for_client(
+        &self,
+        index: usize,
+        op: Operation,
+        mut response: UpstreamResponse,
+    ) -> UpstreamResponse {
+        if response.status.is_success() {
+            if let Some(body) =
+                rewrite_response_ids(op, &response.body, |p| self.idmap.logical(p, index))
+            {
+                response.body = Bytes::from(body);
+            }
+        }
+        response
+    }
+
+    /// Links collections a read returned that the map does not know yet.
+    pub(super) async fn adopt_from_response(
+        &self,
+        index: usize,
+        route: &KnownRoute,
+        response: &UpstreamResponse,
+    ) {
+        if !response.status.is_success() {
+            return;
+        }
+        let infos = match route.op.response_ids() {
+            ResponseIds::Collection => collection_info(&response.body).map(|i| vec![i]),
+            ResponseIds::CollectionList => collection_infos(&response.body),
+            _ => None,
+        };
+        let mut changed = false;
+        for info in infos.unwrap_or_default() {
+            if self.idmap.logical(&info.id, index).is_some() {
+                continue;
+            }
+            let tenant = info
+                .tenant
+                .clone()
+                .or_else(|| route.tenant.clone())
+                .unwrap_or_default();
+            let database = info
+                .database
+                .clone()
+                .or_else(|| route.database.clone())
+                .unwrap_or_default();
+            self.ensure_adopted(&tenant, &database).await;
+            if self.idmap.logical(&info.id, index).is_none() {
+                self.idmap
+                    .adopt(index, &tenant, &database, &info.name, &info.id);
+                changed = true;
+            }
+        }
+        if changed {
+            self.persist_idmap().await;
+        }
+    }
+
+    /// Once per (tenant, database) and run: lists the collections of every
+    /// healthy server (primary first) and links them by name, so logical
+    /// ids of collections made before the gateway are the primary's ids.
+    pub async fn ensure_adopted(&self, tenant: &str, database: &str) {
+        let key = (tenant.to_string(), database.to_string());
+        if !self
+            .adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        use crate::chroma::segment::encode;
+        let mut complete = true;
+        for (index, backend) in self.backends.all().iter().enumerate() {
+            if !backend.health().is_healthy() {
+                complete = false;
+                continue;
+            }
+            let mut offset = 0usize;
+            loop {
+                let path = format!(
+                    "/api/v2/tenants/{}/databases/{}/collections?limit=1000&offset={offset}",
+                    encode(tenant),
+                    encode(database)
+                );
+                let page = match backend
+                    .client()
+                    .send(Method::GET, &path, HeaderMap::new(), Bytes::new())
+                    .await
+                {
+                    Ok(r) if r.status.is_success() => collection_infos(&r.body).unwrap_or_default(),
+                    Ok(r) if r.status == StatusCode::NOT_FOUND => break,
+                    _ => {
+                        complete = false;
+                        break;
+                    }
+                };
+                for info in &page {
+                    self.idmap
+                        .adopt(index, tenant, database, &info.name, &info.id);
+                }
+                if page.len() < 1000 {
+                    break;
+                }
+                offset += page.len();
+            }
+        }
+        if !complete {
+            // Try again on the next reference, when more servers may be up.
+            self.adopted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
+        self.persist_idmap().await;
+    }
+}
+
+fn ok_if(already_done: bool, response: UpstreamResponse) -> UpstreamResponse {
+    if !already_done {
+        return response;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    UpstreamResponse {
+        status: StatusCode::OK,
+        headers,
+        body: Bytes::from_static(b"{}"),
+    }
+}

@@ -1,0 +1,265 @@
+//! The read path: which servers may serve a read, balancing among them,
+//! and requests the route table does not know.
+
+use super::ledger::EntryState;
+use super::progress::now_ms;
+use super::{Answer, Replicator};
+use crate::backend::{AttemptClass, TransportError, UpstreamResponse};
+use crate::chroma::{GatewayError, Operation, Route, Scope};
+use crate::config::ReadConsistency;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use rand::Rng;
+use std::time::{Duration, Instant};
+
+impl Replicator {
+    /// Whether server `index` may serve a read of `scope` that must see
+    /// every write acknowledged before `barrier`.
+    pub(super) fn may_read(&self, index: usize, scope: Option<&Scope>, barrier: u64) -> bool {
+        let backend = &self.backends.all()[index];
+        if !backend.health().is_healthy() {
+            return false;
+        }
+        match self.settings.consistency {
+            ReadConsistency::Strong => self.progress[index].covers(scope, barrier, |lsn| {
+                matches!(self.ledger.state(lsn), EntryState::Committed)
+            }),
+            ReadConsistency::Eventual { max_staleness } => {
+                let snapshot = self.progress[index].snapshot();
+                let age_ms = snapshot
+                    .oldest_held_ms
+                    .map_or(0, |t| now_ms().saturating_sub(t));
+                Duration::from_millis(age_ms) <= max_staleness
+            }
+        }
+    }
+
+    /// Picks a reader among `eligible` (priority order): a replica with
+    /// probability `replica_ratio`, weighted by read weight.
+    pub(super) fn pick_reader(&self, eligible: &[usize]) -> Option<usize> {
+        let all = self.backends.all();
+        let (replicas, primary): (Vec<usize>, Vec<usize>) =
+            eligible.iter().partition(|i| !all[**i].is_primary());
+        let mut rng = rand::rng();
+        let use_replica = rng.random_bool(self.settings.replica_ratio.clamp(0.0, 1.0));
+        let group = match (use_replica, replicas.is_empty(), primary.is_empty()) {
+            (true, false, _) | (false, false, true) => replicas,
+            (_, _, false) => primary,
+            _ => return None,
+        };
+        let weights: Vec<f64> = group
+            .iter()
+            .map(|i| all[*i].config().read_weight.unwrap_or(1.0).max(0.0))
+            .collect();
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            return group.first().copied();
+        }
+        let mut x = rng.random_range(0.0..total);
+        for (i, w) in group.iter().zip(weights) {
+            if x < w {
+                return Some(*i);
+            }
+            x -= w;
+        }
+        group.last().copied()
+    }
+
+    /// Serves a read from a server that has applied every write the read
+    /// must see (strong mode), or that is within the staleness bound
+    /// (eventual). While no server qualifies it waits (bounded by the write
+    /// timeout), and never serves a read from a server that does not: a
+    /// stale answer would break the read guarantee, a 503 does not. A
+    /// server that fails the read is skipped for the next try.
+    pub async fn read(
+        &self,
+        route: &Route,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, GatewayError> {
+        let scope = route.scope();
+        let pages = reads_a_page(route, path_and_query, &body);
+        let barrier = self.wal.last_lsn();
+        let deadline = Instant::now() + self.settings.write_timeout;
+        let mut failed: Vec<usize> = Vec::new();
+        let mut changes = self.progress_tx.subscribe();
+        let mut last_error = String::from("no server is healthy");
+        let n = self.backends.all().len();
+        loop {
+            let eligible: Vec<usize> = (0..n)
+                .filter(|i| !failed.contains(i) && self.may_read(*i, scope.as_ref(), barrier))
+                .collect();
+            let pick = if pages {
+                eligible.first().copied()
+            } else {
+                self.pick_reader(&eligible)
+            };
+            let Some(index) = pick else {
+                let healthy_left = (0..n)
+                    .any(|i| !failed.contains(&i) && self.backends.all()[i].health().is_healthy());
+                if !healthy_left {
+                    return Err(GatewayError::service_unavailable(format!(
+                        "no Chroma server can serve the read: {last_error}"
+                    )));
+                }
+                if Instant::now() >= deadline {
+                    return Err(GatewayError::service_unavailable(format!(
+                        "no healthy Chroma server has applied the writes this read must see \
+                         (log LSN {barrier}) within {:?}",
+                        self.settings.write_timeout
+                    )));
+                }
+                // Progress wakes us; health changes are caught by the short poll.
+                let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+                continue;
+            };
+            let backend = &self.backends.all()[index];
+            let path = self.physical_path(index, &method, path_and_query).await;
+            let result = backend
+                .client()
+                .send(method.clone(), &path, headers.clone(), body.clone())
+                .await;
+            match (backend.health().observe(&result), result) {
+                (AttemptClass::Answer, Ok(response)) => {
+                    let response = match route {
+                        Route::Known(known) => {
+                            self.adopt_from_response(index, known, &response).await;
+                            self.rewrite_for_client(index, known.op, response)
+                        }
+                        Route::Unknown(_) => response,
+                    };
+                    return Ok(Answer {
+                        server: index,
+                        lsn: None,
+                        response,
+                    });
+                }
+                (_, result) => {
+                    last_error = describe_failure(&result);
+                    failed.push(index);
+                }
+            }
+        }
+    }
+
+    /// Sends a request the route table does not know to the executor,
+    /// unlogged and unchanged.
+    pub async fn passthrough(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, GatewayError> {
+        let Some(index) = self.choose_executor(None) else {
+            return Err(GatewayError::service_unavailable(
+                "no Chroma server is healthy",
+            ));
+        };
+        let backend = &self.backends.all()[index];
+        let result = backend
+            .client()
+            .send(method, path_and_query, headers, body)
+            .await;
+        match result {
+            Ok(mut response) => {
+                // An unknown route gets Chroma's router answer (404/405 with
+                // an empty body): an answer, not a sign of an unwell server.
+                backend.health().mark_success();
+                if !response.status.is_success()
+                    && !crate::chroma::is_chroma_error_body(&response.body)
+                {
+                    let error = GatewayError::new(
+                        response.status,
+                        if response.status == StatusCode::NOT_FOUND { "NotFoundError" } else { "ChromaError" },
+                        format!(
+                            "{path_and_query}: Chroma answered {} (not a route of the Chroma 1.5.9 API)",
+                            response.status
+                        ),
+                    );
+                    response.body = Bytes::from(error.body());
+                    response.headers.insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                }
+                Ok(Answer {
+                    server: index,
+                    lsn: None,
+                    response,
+                })
+            }
+            Err(e) => {
+                backend.health().mark_failure(&e.to_string());
+                Err(GatewayError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "BadGateway",
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+}
+
+/// Whether the read asks for a page (`limit`/`offset`) of records or
+/// collections. Servers store records in the order they applied them, and
+/// non-conflicting writes are applied in parallel, so that order differs
+/// between servers: the pages of one listing must all come from the same
+/// server. Such reads go to the first qualifying server in priority order.
+fn reads_a_page(route: &Route, path_and_query: &str, body: &[u8]) -> bool {
+    match route.operation() {
+        Some(Operation::CollectionGet) => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .is_some_and(|v| {
+                ["limit", "offset"]
+                    .iter()
+                    .any(|k| v.get(*k).is_some_and(|x| !x.is_null()))
+            }),
+        Some(Operation::ListCollections | Operation::ListDatabases) => path_and_query
+            .split_once('?')
+            .is_some_and(|(_, q)| q.contains("limit=") || q.contains("offset=")),
+        _ => false,
+    }
+}
+
+fn describe_failure(result: &Result<UpstreamResponse, TransportError>) -> String {
+    match result {
+        Ok(r) => format!("a server answered {}", r.status),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chroma::classify;
+
+    #[test]
+    pub(super) fn paged_listings_are_recognised() {
+        let get = classify(
+            &Method::POST,
+            "/api/v2/tenants/t/databases/d/collections/0195d1e2-0000-4000-8000-000000000001/get",
+        );
+        assert!(reads_a_page(&get, "/x", br#"{"limit":10,"offset":20}"#));
+        assert!(reads_a_page(&get, "/x", br#"{"offset":5}"#));
+        assert!(!reads_a_page(
+            &get,
+            "/x",
+            br#"{"ids":["a"],"limit":null,"offset":null}"#
+        ));
+        assert!(!reads_a_page(&get, "/x", b"not json"));
+        let list = classify(&Method::GET, "/api/v2/tenants/t/databases/d/collections");
+        assert!(reads_a_page(
+            &list,
+            "/api/v2/tenants/t/databases/d/collections?limit=2&offset=2",
+            b""
+        ));
+        assert!(!reads_a_page(
+            &list,
+            "/api/v2/tenants/t/databases/d/collections",
+            b""
+        ));
+    }
+}
