@@ -20,7 +20,9 @@
 //!   records cut were durable (see *Recovery* below). Bad bytes anywhere
 //!   else are a [`WalError::Corruption`] naming file and offset, found when
 //!   read or by [`verify`]; never dropped silently.
-//! - Past `max_bytes`, appends fail at once with [`WalError::LogFull`].
+//! - Past `max_bytes`, appends fail at once with [`WalError::LogFull`];
+//!   [`Wal::append_uncapped`] is exempt, for small, rare records that must
+//!   get in when the log is full (it exceeds the cap by what it writes).
 //!
 //! ## On disk
 //!

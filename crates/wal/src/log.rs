@@ -239,8 +239,23 @@ impl Wal {
     /// `RecordTooLarge` past `max_record_bytes`; nothing is written then.
     /// On an I/O error nothing of the record stays in the log.
     pub async fn append(&self, payload: impl Into<Bytes>) -> Result<u64> {
-        let payload = payload.into();
-        let result = self.append_inner(payload).await;
+        self.append_counted(payload.into(), Cap::Enforced).await
+    }
+
+    /// Appends a record like [`Wal::append`], with the same durability, but
+    /// exempt from `max_bytes`: it is never refused with `LogFull`, only by
+    /// I/O errors (ENOSPC included), a poisoned or closed log, or
+    /// `RecordTooLarge` past `max_record_bytes`. It is for the few small
+    /// records that must get in even when the log is full, such as a
+    /// decision that lets the log drain. Callers must keep them small and
+    /// rare: the log grows past `max_bytes` by exactly what they write, and
+    /// ordinary appends stay refused until that much more has been freed.
+    pub async fn append_uncapped(&self, payload: impl Into<Bytes>) -> Result<u64> {
+        self.append_counted(payload.into(), Cap::Exempt).await
+    }
+
+    async fn append_counted(&self, payload: Bytes, cap: Cap) -> Result<u64> {
+        let result = self.append_inner(payload, cap).await;
         if result.is_err() {
             self.shared
                 .counters
@@ -250,7 +265,7 @@ impl Wal {
         result
     }
 
-    async fn append_inner(&self, payload: Bytes) -> Result<u64> {
+    async fn append_inner(&self, payload: Bytes, cap: Cap) -> Result<u64> {
         let max = self.shared.options.max_record_bytes;
         if payload.len() > max {
             return Err(WalError::RecordTooLarge {
@@ -259,7 +274,10 @@ impl Wal {
             });
         }
         let reserved = frame::framed_len(payload.len());
-        self.shared.reserve(reserved)?;
+        match cap {
+            Cap::Enforced => self.shared.reserve(reserved)?,
+            Cap::Exempt => self.shared.reserve_uncapped(reserved),
+        }
         let (done, result) = oneshot::channel();
         let request = AppendRequest {
             payload,
@@ -389,6 +407,13 @@ impl Wal {
             poisoned: lock(&shared.poisoned).clone(),
         }
     }
+}
+
+/// Whether an append is held to `max_bytes`.
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    Enforced,
+    Exempt,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
