@@ -6,6 +6,7 @@ use crate::cursor::{self, CURSOR_DIR};
 use crate::error::{Result, WalError};
 use crate::fs::{FileSystem, StdFs};
 use crate::log::list_segments;
+use crate::recovery::check_cursors_before;
 use crate::segment::{self, ScanEnd, SegmentScanner};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -127,7 +128,9 @@ fn scan_segment(fs: &dyn FileSystem, path: &Path, first_lsn: u64) -> Result<(u64
 /// Checks every record of every segment: CRC, framing, dense LSNs across
 /// segments, and every cursor file. Fails with `Corruption` naming the file
 /// and offset of the first bad byte; a torn tail of the last segment is
-/// reported, not failed, since opening the log repairs it.
+/// reported, not failed, since opening the log repairs it — unless a cursor
+/// has consumed records past it, which makes opening refuse, and so
+/// `verify` fails with the same `Corruption`.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
     verify_with(&StdFs, dir)
 }
@@ -138,10 +141,15 @@ pub fn verify_with(fs: &dyn FileSystem, dir: &Path) -> Result<VerifyReport> {
     let mut records = 0;
     let mut range: Option<(u64, u64)> = None;
     let mut torn_tail = None;
+    // Where the last segment's records end: its path, offset, next LSN.
+    let mut end_of_log = None;
     for (i, s) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         let (count, (offset, end)) = scan_segment(fs, &s.path, s.first_lsn)?;
         let next_lsn = s.first_lsn + count;
+        if is_last {
+            end_of_log = Some((s.path.clone(), offset, next_lsn));
+        }
         if end != ScanEnd::Clean {
             let reason = match end {
                 ScanEnd::Invalid(r) => r,
@@ -177,7 +185,14 @@ pub fn verify_with(fs: &dyn FileSystem, dir: &Path) -> Result<VerifyReport> {
     }
     let cursor_dir = dir.join(CURSOR_DIR);
     if fs.list_dir(&cursor_dir).is_ok() {
-        cursor::load_all(fs, &cursor_dir)?;
+        let cursors = cursor::load_all(fs, &cursor_dir)?;
+        if let Some((path, offset, next_lsn)) = &end_of_log {
+            let what = match &torn_tail {
+                Some((_, _, reason)) => format!("damaged record ({reason})"),
+                None => "the records end".into(),
+            };
+            check_cursors_before(&cursors, *next_lsn, path, *offset, &what)?;
+        }
     }
     Ok(VerifyReport {
         segments: segments.len(),

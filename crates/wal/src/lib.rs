@@ -15,10 +15,14 @@
 //!   refuses appends (`Poisoned`) until it is reopened.
 //! - Readers see only durable records, in LSN order, and can tail the log.
 //! - Opening scans only the last segment; a torn or corrupt tail there is cut
-//!   back to the last valid record, fsynced, and reported ([`TailRepair`]).
-//!   Bad bytes anywhere else are a [`WalError::Corruption`] naming file and
-//!   offset, found when read or by [`verify`]; never dropped silently.
-//! - Past `max_bytes`, appends fail at once with [`WalError::LogFull`].
+//!   back to the last valid record, fsynced, and reported ([`TailRepair`]:
+//!   the LSNs and bytes discarded) — but only when nothing shows that the
+//!   records cut were durable (see *Recovery* below). Bad bytes anywhere
+//!   else are a [`WalError::Corruption`] naming file and offset, found when
+//!   read or by [`verify`]; never dropped silently.
+//! - Past `max_bytes`, appends fail at once with [`WalError::LogFull`];
+//!   [`Wal::append_uncapped`] is exempt, for small, rare records that must
+//!   get in when the log is full (it exceeds the cap by what it writes).
 //!
 //! ## On disk
 //!
@@ -55,6 +59,34 @@
 //! "records up to *n* are consumed"; a sealed segment is deleted once every
 //! cursor is at or past its last LSN and that LSN is below the retain floor.
 //!
+//! ## Recovery
+//!
+//! After a crash the last segment may end in a torn record, or in a record
+//! that fails its CRC followed by intact ones: write-back of an unsynced
+//! batch need not be in order. Such records were never acknowledged, and
+//! cutting them is right. A record that fails its checks *after* it was
+//! acknowledged is different: cutting it, and the intact ones after it,
+//! would lose acknowledged data silently. Opening tells the two apart with
+//! the evidence the log holds:
+//!
+//! - Readers only ever see durable records, and a cursor can only be moved
+//!   to a record readers can see. So a cursor at or past LSN *n* proves
+//!   record *n* was durable.
+//! - Opening finds *n*, the first LSN the last segment does not hold intact
+//!   (the damaged record's, or the one after the last record). If any
+//!   cursor is at or past *n*, opening fails with [`WalError::Corruption`]
+//!   naming the segment and the offset where record *n* should start, and
+//!   changes nothing. This holds whether the bytes there are damaged, cut
+//!   short or zero (zeros are otherwise preallocated space): a cursor past
+//!   the end of the log would make its consumer skip the new records that
+//!   get those LSNs, so it must never survive an open.
+//! - Otherwise the tail is cut at *n* and reported: [`TailRepair`] names
+//!   the LSNs discarded (from *n* to the highest intact record found after
+//!   the damage) and the byte range that held them.
+//!
+//! Without a cursor past it, damage to acknowledged records in the last
+//! segment is indistinguishable from a torn unacknowledged batch and is cut.
+//!
 //! ## Layout of the crate
 //!
 //! - [`log`]: the [`Wal`] handle — open and recovery, append, cursors, deletion.
@@ -75,6 +107,7 @@ pub mod testing;
 
 mod cursor;
 mod frame;
+mod recovery;
 mod segment;
 mod shared;
 mod writer;

@@ -6,12 +6,14 @@ use crate::error::{Result, WalError};
 use crate::frame;
 use crate::options::WalOptions;
 use crate::reader::LogReader;
-use crate::segment::{self, ScanEnd, SegmentInfo, SegmentScanner, PREPARED_NAME, SEGMENT_HEADER};
+use crate::recovery::{self, Recovered};
+pub use crate::recovery::{Recovery, TailRepair};
+use crate::segment::{self, SegmentInfo, PREPARED_NAME};
 use crate::shared::{lock, read, write, Counters, Shared, TailCache};
 use crate::writer::{AppendRequest, Writer};
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -19,34 +21,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Name of the lock file that keeps a second process out of the directory.
 pub const LOCK_NAME: &str = "LOCK";
-
-/// What opening the log found and did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    /// Segment files in the log.
-    pub segments: usize,
-    /// First LSN held.
-    pub first_lsn: u64,
-    /// Last LSN held (first_lsn - 1 when the log is empty).
-    pub last_lsn: u64,
-    /// Set when the last segment's tail was cut back.
-    pub tail_repair: Option<TailRepair>,
-}
-
-/// A torn or corrupt tail of the last segment that opening cut away.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TailRepair {
-    /// The segment that was repaired.
-    pub segment: PathBuf,
-    /// Its length after the repair: where its last valid record ends.
-    pub valid_bytes: u64,
-    /// Bytes removed after that point.
-    pub truncated_bytes: u64,
-    /// The LSNs that survive in that segment, if any.
-    pub surviving: Option<(u64, u64)>,
-    /// What was wrong with the first removed byte.
-    pub reason: String,
-}
 
 /// A snapshot of the log's size and activity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +117,13 @@ fn create_segment(
 impl Wal {
     /// Opens (or creates) the log in `dir`, repairing a torn tail of the last
     /// segment. Only the last segment is scanned; sealed segments are checked
-    /// when read. Fails with `Corruption` if the last segment's header is
-    /// damaged, and with `Locked` if another process has the directory open.
+    /// when read. Fails with `Corruption` (naming the segment and offset)
+    /// if the last segment's header is damaged, or if a cursor is at or past
+    /// the first LSN the last segment no longer holds intact: that cursor's
+    /// consumer read the record, so it was durable, and cutting the log
+    /// there would hand its LSN to a new record the consumer would skip.
+    /// Nothing is changed on disk then. Fails with `Locked` if another
+    /// process has the directory open.
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovery)> {
         let dir = dir.as_ref().to_path_buf();
         let fs = options.fs.clone();
@@ -202,63 +181,12 @@ impl Wal {
         }
 
         let last = segments[segments.len() - 1].clone();
-        let mut file = fs.open(&last.path).map_err(io_err("opening", &last.path))?;
-        let file_len = file
-            .size()
-            .map_err(io_err("reading length of", &last.path))?;
-        let mut tail_repair = None;
-        let (valid_len, next_lsn) = if !segment::check_header(file.as_ref(), &last.path)? {
-            // Torn at creation: rewrite the header.
-            file.set_len(0).map_err(io_err("truncating", &last.path))?;
-            file.write_at(&segment::header(), 0)
-                .map_err(io_err("writing", &last.path))?;
-            file.sync_data().map_err(io_err("syncing", &last.path))?;
-            tail_repair = Some(TailRepair {
-                segment: last.path.clone(),
-                valid_bytes: SEGMENT_HEADER,
-                truncated_bytes: file_len,
-                surviving: None,
-                reason: "segment header was cut short".into(),
-            });
-            (SEGMENT_HEADER, last.first_lsn)
-        } else {
-            let mut scanner = SegmentScanner::new(file.as_ref(), &last.path, last.first_lsn);
-            let end = loop {
-                match scanner.next_record()? {
-                    Ok(_) => {}
-                    Err(end) => break end,
-                }
-            };
-            let valid = scanner.offset();
-            let next = scanner.expected_lsn();
-            // Zeros after the last record are preallocated space, not damage.
-            let preallocated =
-                end != ScanEnd::Clean && segment::is_zero_from(file.as_ref(), valid, &last.path)?;
-            if end != ScanEnd::Clean && !preallocated {
-                file.set_len(valid)
-                    .map_err(io_err("truncating", &last.path))?;
-                file.sync_data().map_err(io_err("syncing", &last.path))?;
-                let reason = match end {
-                    ScanEnd::Invalid(reason) => reason,
-                    _ => "last record is cut short".into(),
-                };
-                tracing::warn!(
-                    segment = %last.path.display(),
-                    valid_bytes = valid,
-                    truncated_bytes = file_len - valid,
-                    %reason,
-                    "repaired the tail of the write-ahead log"
-                );
-                tail_repair = Some(TailRepair {
-                    segment: last.path.clone(),
-                    valid_bytes: valid,
-                    truncated_bytes: file_len.saturating_sub(valid),
-                    surviving: (next > last.first_lsn).then(|| (last.first_lsn, next - 1)),
-                    reason,
-                });
-            }
-            (valid, next)
-        };
+        let Recovered {
+            file,
+            valid_len,
+            next_lsn,
+            repair: tail_repair,
+        } = recovery::recover_last_segment(fs.as_ref(), &last, &cursors)?;
         used += valid_len;
 
         let first_lsn = segments[0].first_lsn;
@@ -311,8 +239,23 @@ impl Wal {
     /// `RecordTooLarge` past `max_record_bytes`; nothing is written then.
     /// On an I/O error nothing of the record stays in the log.
     pub async fn append(&self, payload: impl Into<Bytes>) -> Result<u64> {
-        let payload = payload.into();
-        let result = self.append_inner(payload).await;
+        self.append_counted(payload.into(), Cap::Enforced).await
+    }
+
+    /// Appends a record like [`Wal::append`], with the same durability, but
+    /// exempt from `max_bytes`: it is never refused with `LogFull`, only by
+    /// I/O errors (ENOSPC included), a poisoned or closed log, or
+    /// `RecordTooLarge` past `max_record_bytes`. It is for the few small
+    /// records that must get in even when the log is full, such as a
+    /// decision that lets the log drain. Callers must keep them small and
+    /// rare: the log grows past `max_bytes` by exactly what they write, and
+    /// ordinary appends stay refused until that much more has been freed.
+    pub async fn append_uncapped(&self, payload: impl Into<Bytes>) -> Result<u64> {
+        self.append_counted(payload.into(), Cap::Exempt).await
+    }
+
+    async fn append_counted(&self, payload: Bytes, cap: Cap) -> Result<u64> {
+        let result = self.append_inner(payload, cap).await;
         if result.is_err() {
             self.shared
                 .counters
@@ -322,7 +265,7 @@ impl Wal {
         result
     }
 
-    async fn append_inner(&self, payload: Bytes) -> Result<u64> {
+    async fn append_inner(&self, payload: Bytes, cap: Cap) -> Result<u64> {
         let max = self.shared.options.max_record_bytes;
         if payload.len() > max {
             return Err(WalError::RecordTooLarge {
@@ -331,7 +274,10 @@ impl Wal {
             });
         }
         let reserved = frame::framed_len(payload.len());
-        self.shared.reserve(reserved)?;
+        match cap {
+            Cap::Enforced => self.shared.reserve(reserved)?,
+            Cap::Exempt => self.shared.reserve_uncapped(reserved),
+        }
         let (done, result) = oneshot::channel();
         let request = AppendRequest {
             payload,
@@ -461,6 +407,13 @@ impl Wal {
             poisoned: lock(&shared.poisoned).clone(),
         }
     }
+}
+
+/// Whether an append is held to `max_bytes`.
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    Enforced,
+    Exempt,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

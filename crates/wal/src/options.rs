@@ -39,7 +39,7 @@ pub struct WalOptions {
     /// it; a single larger record gets a segment of its own).
     pub segment_bytes: u64,
     /// Appends that would take the total size of segments past this fail
-    /// with `LogFull`.
+    /// with `LogFull` (`Wal::append_uncapped` is exempt and may exceed it).
     pub max_bytes: u64,
     /// The largest payload accepted.
     pub max_record_bytes: usize,

@@ -133,6 +133,16 @@ impl Shared {
         }
     }
 
+    /// Reserves `needed` bytes whatever `max_bytes` says, so that the
+    /// bytes are accounted for (and later released) like any other.
+    pub fn reserve_uncapped(&self, needed: u64) {
+        let _ = self
+            .used_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_add(needed))
+            });
+    }
+
     /// Gives back bytes reserved or freed.
     pub fn release(&self, bytes: u64) {
         let _ = self

@@ -50,6 +50,8 @@ async fn truncated_last_record_is_repaired_at_open() {
     let repair = recovery.tail_repair.expect("repair reported");
     assert_eq!(recovery.last_lsn, 9);
     assert_eq!(repair.surviving, Some((1, 9)));
+    assert_eq!(repair.discarded_lsns, Some((10, 10)));
+    assert_eq!(repair.discarded_bytes, data_end(9)..end - 5);
     assert_eq!(repair.valid_bytes, data_end(9));
     assert_eq!(repair.valid_bytes + repair.truncated_bytes, end - 5);
     assert_eq!(len(last), repair.valid_bytes, "the cut was made on disk");
@@ -99,19 +101,134 @@ async fn a_torn_write_into_preallocated_space_is_cut_back() {
     assert_eq!(wal.append(b"five".to_vec()).await.unwrap(), 5);
 }
 
+/// Writes `n` records in one segment and commits the named cursors.
+async fn log_with_cursors(dir: &Path, n: u64, cursors: &[(&str, u64)]) -> PathBuf {
+    let (wal, _) = Wal::open(dir, real_options(SEGMENT)).unwrap();
+    for i in 1..=n {
+        wal.append(payload(i)).await.unwrap();
+    }
+    for (name, lsn) in cursors {
+        wal.cursor(name).await.unwrap().commit(*lsn).await.unwrap();
+    }
+    drop(wal);
+    let files = segment_files(dir);
+    assert_eq!(files.len(), 1);
+    files[0].clone()
+}
+
+/// An offset inside the payload of record 2 of a log written by `log_with`.
+fn inside_record_2() -> u64 {
+    data_end(1) + 16 + 4
+}
+
 #[tokio::test]
 async fn flipped_byte_in_the_last_segment_cuts_the_tail_from_that_record() {
     let dir = tempfile::tempdir().unwrap();
     let files = log_with(dir.path(), 3).await;
     assert_eq!(files.len(), 1);
-    // Damage the payload of record 2: records 2 and 3 go, record 1 stays.
-    let first_len = 16 + payload(1).len() as u64;
-    flip_byte(&files[0], 16 + first_len + 20);
+    // Damage the payload of record 2: no cursor vouches for it, so records 2
+    // and 3 go (3 may be the unsynced end of a batch written back out of
+    // order), record 1 stays, and the cut is reported.
+    flip_byte(&files[0], inside_record_2());
     let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
     let repair = recovery.tail_repair.expect("repair reported");
     assert_eq!(repair.surviving, Some((1, 1)));
+    assert_eq!(repair.discarded_lsns, Some((2, 3)));
+    assert_eq!(repair.discarded_bytes, data_end(1)..data_end(3));
     assert!(repair.reason.contains("CRC"), "{}", repair.reason);
     assert_eq!(wal.last_lsn(), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_record_past_every_cursor_is_cut_and_the_discarded_range_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // "a" is exactly at the last good record, "b" further back.
+    let segment = log_with_cursors(dir.path(), 6, &[("a", 1), ("b", 0)]).await;
+    flip_byte(&segment, inside_record_2());
+    let (wal, recovery) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+    let repair = recovery.tail_repair.expect("repair reported");
+    assert_eq!(repair.segment, segment);
+    assert_eq!(repair.surviving, Some((1, 1)));
+    assert_eq!(
+        repair.discarded_lsns,
+        Some((2, 6)),
+        "intact 3..=6 are named"
+    );
+    assert_eq!(repair.discarded_bytes, data_end(1)..data_end(6));
+    assert_eq!(repair.valid_bytes, data_end(1));
+    assert_eq!(len(&segment), data_end(1), "the cut was made on disk");
+    assert_eq!(wal.cursors().get("a"), Some(&1));
+    assert_eq!(wal.append(b"new two".to_vec()).await.unwrap(), 2);
+    let records = read_range(&wal, 1, 2).await.unwrap();
+    assert_eq!(records[1].payload.as_ref(), b"new two");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_a_cursor_has_consumed_refuses_open_naming_file_and_offset() {
+    // A cursor at the bad record, or past it: either way its consumer read
+    // record 2, so it was durable, and cutting would be silent loss.
+    for position in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = log_with_cursors(dir.path(), 3, &[("a", 1), ("b", position)]).await;
+        flip_byte(&segment, inside_record_2());
+        let before = std::fs::read(&segment).unwrap();
+        match Wal::open(dir.path(), real_options(SEGMENT)) {
+            Err(WalError::Corruption {
+                file,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(file, segment);
+                assert_eq!(offset, data_end(1), "the bad record's offset");
+                assert!(reason.contains("\"b\""), "names the cursor: {reason}");
+                assert!(reason.contains("CRC"), "says what is wrong: {reason}");
+            }
+            other => panic!("cursor at {position}: expected corruption, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&segment).unwrap(), before, "nothing was cut");
+        // verify agrees with open.
+        match wal::verify(dir.path()) {
+            Err(WalError::Corruption { file, offset, .. }) => {
+                assert_eq!((file, offset), (segment.clone(), data_end(1)));
+            }
+            other => panic!("expected corruption from verify, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_torn_last_record_a_cursor_has_consumed_refuses_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = log_with_cursors(dir.path(), 10, &[("a", 10)]).await;
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.set_len(data_end(10) - 5).unwrap();
+    drop(file);
+    match Wal::open(dir.path(), real_options(SEGMENT)) {
+        Err(WalError::Corruption { file, offset, .. }) => {
+            assert_eq!((file, offset), (segment.clone(), data_end(9)));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(len(&segment), data_end(10) - 5, "nothing was cut");
+}
+
+#[tokio::test]
+async fn records_a_cursor_has_consumed_that_read_as_zeros_refuse_open() {
+    // Zeros after the last record are normally preallocated space; with a
+    // cursor past them they are lost records, and the log must not hand
+    // their LSNs to new ones.
+    let dir = tempfile::tempdir().unwrap();
+    let segment = log_with_cursors(dir.path(), 3, &[("a", 3)]).await;
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    let zeros = vec![0u8; (data_end(3) - data_end(1)) as usize];
+    std::os::unix::fs::FileExt::write_all_at(&file, &zeros, data_end(1)).unwrap();
+    drop(file);
+    match Wal::open(dir.path(), real_options(SEGMENT)) {
+        Err(WalError::Corruption { file, offset, .. }) => {
+            assert_eq!((file, offset), (segment, data_end(1)));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
 }
 
 #[tokio::test]

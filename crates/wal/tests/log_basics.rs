@@ -285,6 +285,48 @@ async fn appends_past_max_bytes_fail_at_once_and_resume_after_deletion() {
 }
 
 #[tokio::test]
+async fn at_the_cap_an_uncapped_append_gets_in_and_survives_a_crash_where_append_is_refused() {
+    let fs = wal::testing::MemFs::new();
+    let options = || WalOptions {
+        max_bytes: 4 * 1024,
+        ..common::options(Arc::new(fs.clone()), 1024)
+    };
+    let (wal, _) = Wal::open("/log", options()).unwrap();
+    let mut last = 0;
+    let full = loop {
+        assert!(
+            last < 1000,
+            "4 KiB held {last} records: the cap never applied"
+        );
+        match wal.append(payload(last + 1)).await {
+            Ok(lsn) => last = lsn,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, WalError::LogFull { .. }), "{full}");
+    let decision = wal.append_uncapped(b"decision".to_vec()).await.unwrap();
+    assert_eq!(decision, last + 1);
+    let stats = wal.stats();
+    assert!(stats.used_bytes > stats.max_bytes, "{stats:?}");
+    // The cap still holds for ordinary appends.
+    assert!(matches!(
+        wal.append(b"ordinary".to_vec()).await,
+        Err(WalError::LogFull { .. })
+    ));
+    // Power loss keeps only what was fsynced: every acknowledged record,
+    // the uncapped one included.
+    drop(wal);
+    fs.crash(7);
+    let (wal, recovery) = Wal::open("/log", options()).unwrap();
+    assert_eq!(recovery.last_lsn, decision);
+    let records = read_range(&wal, 1, decision).await.unwrap();
+    for r in &records[..records.len() - 1] {
+        assert_eq!(r.payload.as_ref(), payload(r.lsn).as_slice());
+    }
+    assert_eq!(records[records.len() - 1].payload.as_ref(), b"decision");
+}
+
+#[tokio::test]
 async fn a_record_over_the_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let options = WalOptions {
