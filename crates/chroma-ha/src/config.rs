@@ -47,6 +47,7 @@
 //! | `replication.replay_rate_limit` | `CHROMA_HA_REPLAY_RATE_LIMIT`    |                      | `0` (unlimited)  |
 //! | `replication.retry_base`     | `CHROMA_HA_RETRY_BASE`              |                      | `100ms`          |
 //! | `replication.retry_cap`      | `CHROMA_HA_RETRY_CAP`               |                      | `10s`            |
+//! | `replication.give_up_after`  | `CHROMA_HA_GIVE_UP_AFTER`           |                      | `5m`             |
 //!
 //! Durations are a number of seconds (`1`, `0.5`) or a number with a unit
 //! (`500ms`, `2s`, `1m`, `1h`). Sizes are bytes or a number with a unit
@@ -121,6 +122,8 @@ pub mod defaults {
     pub const RETRY_BASE: Duration = Duration::from_millis(100);
     /// Largest retry delay of an applier.
     pub const RETRY_CAP: Duration = Duration::from_secs(10);
+    /// `replication.give_up_after`.
+    pub const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
     /// Log filter.
     pub const LOG_LEVEL: &str = "info";
 }
@@ -323,6 +326,9 @@ pub struct ReplicationConfig {
     pub retry_base: Duration,
     /// Largest retry delay.
     pub retry_cap: Duration,
+    /// How long an entry may keep failing transiently on a healthy server
+    /// (at least 5 tries) before it is dead-lettered.
+    pub give_up_after: Duration,
 }
 
 /// Why the configuration could not be built. Every variant names the setting

@@ -93,11 +93,77 @@ pub fn replay_outcome(op: Operation, status: StatusCode, body: &[u8]) -> ReplayO
     }
 }
 
+/// Why a write of operation `op` with `body` cannot be replicated, if it
+/// cannot: the gateway refuses it (400) before logging it.
+///
+/// A record `delete` with `limit`: Chroma 1.5.9 deletes the *first* `limit`
+/// records that match, and which records are first differs between
+/// servers (each stores records in the order it applied them), so the
+/// servers would diverge; a repeat after a crash would delete the next
+/// `limit` matching records as well.
+pub fn unreplicable(op: Operation, body: &[u8]) -> Option<String> {
+    if op != Operation::CollectionDelete {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let limited = value.get("limit").is_some_and(|l| !l.is_null());
+    limited.then(|| {
+        "chroma-ha does not accept a record delete with `limit`: Chroma deletes the first \
+         `limit` matching records, which are not the same records on every server. \
+         Get the ids with the same `where` and `limit` (include nothing), then delete by ids."
+            .to_string()
+    })
+}
+
+/// The name of the collection a create or fork makes, from its body: a
+/// create names it `name`, a fork `new_name`. Used to find the collection
+/// by name when a replayed create or fork is answered "already exists".
+pub fn created_collection_name(op: Operation, body: &[u8]) -> Option<String> {
+    let key = match op {
+        Operation::CreateCollection => "name",
+        Operation::ForkCollection => "new_name",
+        _ => return None,
+    };
+    let value: Value = serde_json::from_slice(body).ok()?;
+    value.get(key)?.as_str().map(String::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use Operation::*;
     use ReplayOutcome::*;
+
+    #[test]
+    fn an_existing_fork_is_found_by_its_new_name_and_a_create_by_its_name() {
+        let fork = br#"{"new_name": "copy"}"#;
+        assert_eq!(
+            created_collection_name(ForkCollection, fork).as_deref(),
+            Some("copy")
+        );
+        let create = br#"{"name": "c", "get_or_create": false}"#;
+        assert_eq!(
+            created_collection_name(CreateCollection, create).as_deref(),
+            Some("c")
+        );
+        assert_eq!(created_collection_name(ForkCollection, create), None);
+        assert_eq!(created_collection_name(CollectionAdd, create), None);
+    }
+
+    #[test]
+    fn a_record_delete_with_a_limit_cannot_be_replicated_and_others_can() {
+        let limited = br#"{"where": {"k": "v"}, "limit": 1}"#;
+        assert!(unreplicable(CollectionDelete, limited).is_some());
+        for body in [
+            &br#"{"where": {"k": "v"}}"#[..],
+            br#"{"where": {"k": "v"}, "limit": null}"#,
+            br#"{"ids": ["a"]}"#,
+            b"not json",
+        ] {
+            assert!(unreplicable(CollectionDelete, body).is_none());
+        }
+        assert!(unreplicable(CollectionGet, limited).is_none());
+    }
 
     // Bodies exactly as Chroma 1.5.9 sent them.
     const NOT_FOUND: &[u8] =

@@ -70,6 +70,7 @@ pub(super) struct Draft {
     pub(super) replay_rate_limit: u32,
     pub(super) retry_base: Duration,
     pub(super) retry_cap: Duration,
+    pub(super) give_up_after: Duration,
     pub(super) admin_token: Option<Secret>,
     pub(super) log_level: String,
 }
@@ -102,6 +103,7 @@ impl Default for Draft {
             replay_rate_limit: 0,
             retry_base: defaults::RETRY_BASE,
             retry_cap: defaults::RETRY_CAP,
+            give_up_after: defaults::GIVE_UP_AFTER,
             admin_token: None,
             log_level: defaults::LOG_LEVEL.to_string(),
         }
@@ -356,6 +358,14 @@ pub(super) static SETTINGS: &[Setting] = &[
         d.retry_cap = parse::positive_duration(v)?;
         Ok(())
     }),
+    setting(
+        "replication.give_up_after",
+        "CHROMA_HA_GIVE_UP_AFTER",
+        |d, v, _| {
+            d.give_up_after = parse::positive_duration(v)?;
+            Ok(())
+        },
+    ),
 ];
 
 /// Every environment variable the gateway reads: the Python balancer's names

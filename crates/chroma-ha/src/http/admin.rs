@@ -113,9 +113,10 @@ async fn server_action(
         "resume" => app.rep.set_paused(index, false),
         "drain" => app.rep.set_draining(index, true),
         "undrain" => app.rep.set_draining(index, false),
+        "complete" => app.rep.set_incomplete(index, false),
         other => {
             return error_response(&GatewayError::not_found(format!(
-                "unknown action {other}: use pause, resume, drain or undrain"
+                "unknown action {other}: use pause, resume, drain, undrain or complete"
             )))
         }
     };
@@ -130,6 +131,7 @@ async fn server_action(
         "action": action,
         "paused": app.rep.is_paused(index),
         "draining": backend.health().is_draining(),
+        "history_incomplete": app.rep.is_incomplete(index),
     }))
     .into_response()
 }

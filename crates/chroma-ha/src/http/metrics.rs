@@ -37,6 +37,11 @@ pub struct Metrics {
     retries: IntCounterVec,
     applied: IntCounterVec,
     dead_letters: IntGaugeVec,
+    history_incomplete: IntGaugeVec,
+    applied_commits: IntCounter,
+    applied_commit_requests: IntCounter,
+    applied_commit_seconds: prometheus::Counter,
+    applied_commit_failures: IntCounter,
     /// Last values of counters read from the core, to add only the growth.
     seen: Mutex<HashMap<String, u64>>,
 }
@@ -213,6 +218,44 @@ impl Metrics {
                     &["server"]
                 )
             ),
+            history_incomplete: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "server_history_incomplete",
+                        "1 if the server joined after the log dropped part of its history"
+                    ),
+                    &["server"]
+                )
+            ),
+            applied_commits: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "applied_state_commits_total",
+                    "Durable writes of the servers' applied state"
+                ))
+            ),
+            applied_commit_requests: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "applied_state_requests_total",
+                    "Appliers' requests those writes covered (group commit)"
+                ))
+            ),
+            applied_commit_seconds: register!(
+                r,
+                prometheus::Counter::with_opts(opts(
+                    "applied_state_commit_seconds_total",
+                    "Time spent making the applied state durable"
+                ))
+            ),
+            applied_commit_failures: register!(
+                r,
+                IntCounter::with_opts(opts(
+                    "applied_state_commit_failures_total",
+                    "Writes of the applied state that failed"
+                ))
+            ),
             registry: r,
             seen: Mutex::new(HashMap::new()),
         })
@@ -266,6 +309,28 @@ impl Metrics {
         self.wal_last.set(stats.last_lsn as i64);
         self.wal_segments.set(stats.segments as i64);
         self.undecided.set(rep.undecided() as i64);
+        let applied = rep.applied().stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        self.advance(
+            "applied_commits".into(),
+            load(&applied.commits),
+            &self.applied_commits,
+        );
+        self.advance(
+            "applied_requests".into(),
+            load(&applied.requests),
+            &self.applied_commit_requests,
+        );
+        self.advance(
+            "applied_failures".into(),
+            load(&applied.failures),
+            &self.applied_commit_failures,
+        );
+        let micros = load(&applied.micros) as f64 / 1e6;
+        let grown = micros - self.applied_commit_seconds.get();
+        if grown > 0.0 {
+            self.applied_commit_seconds.inc_by(grown);
+        }
         let now_ms = crate::replication::progress::now_ms();
         for (index, backend) in rep.backends().all().iter().enumerate() {
             let name = backend.name();
@@ -297,6 +362,9 @@ impl Metrics {
             self.dead_letters
                 .with_label_values(&[name])
                 .set(rep.dead_letters().count_for(name) as i64);
+            self.history_incomplete
+                .with_label_values(&[name])
+                .set(i64::from(rep.is_incomplete(index)));
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

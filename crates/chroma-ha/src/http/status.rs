@@ -103,6 +103,10 @@ pub struct InstanceStatus {
     pub retries: u64,
     /// Its dead letters.
     pub dead_letters: usize,
+    /// It joined after the log dropped part of its history and lacks
+    /// writes nothing will replay: no reads, no executions, until an
+    /// operator marks it complete.
+    pub history_incomplete: bool,
     /// The last error seen.
     pub last_error: Option<String>,
 }
@@ -172,6 +176,7 @@ pub fn collect(app: &AppState) -> Status {
             replayed: progress.replayed_total,
             retries: progress.retries_total,
             dead_letters: rep.dead_letters().count_for(backend.name()),
+            history_incomplete: rep.is_incomplete(index),
             last_error: progress.last_error.or(health.last_error),
         });
     }

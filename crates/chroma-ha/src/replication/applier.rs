@@ -1,72 +1,58 @@
 //! One applier per server: the only code that sends logged writes to that
-//! server. It reads the log from its cursor on, holds a window of entries,
-//! and applies them in log order where they conflict and in parallel (up to
-//! `apply_window`) where they do not. Entries it executes for a client are
-//! decided by its server's answer; the others it applies once committed,
-//! with the replay rules of the Chroma dialect.
+//! server. It reads the log from its durable applied state on, holds a
+//! [`Window`] of records, and sends entries under the window's order and
+//! repeat rules: conflicting entries in log order, others in parallel (up to
+//! `apply_window`), and never an entry that conflicts with an earlier one
+//! applied here but not yet durably recorded as applied. Entries it executes
+//! for a client are decided by its server's answer; the others it applies
+//! once committed, with the replay rules of the Chroma dialect.
 
+use super::applied::AppliedState;
 use super::ledger::EntryState;
 use super::progress::{ApplierState, Held};
-use super::record::{self, Entry, LogRecord, Refusal};
+use super::record::{self, LogRecord, Refusal};
+use super::window::{Role, Start, Window};
 use super::Replicator;
 use crate::backend::AttemptClass;
-use crate::chroma::{
-    classify, replay_outcome, GatewayError, KnownRoute, ReplayOutcome, Route, WriteFootprint,
-};
+use crate::chroma::{classify, replay_outcome, GatewayError, ReplayOutcome, Route};
 use rand::Rng;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-/// How often the cursor is made durable while entries are applied.
-const CURSOR_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) use super::window::Work;
 
-enum Status {
-    Waiting,
-    Running,
-    Done,
-}
+/// How often the applied state is made durable while entries are applied
+/// (sooner when a conflicting entry waits for it).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
-struct Slot {
-    lsn: u64,
-    /// `None` for records that are not entries (decisions) or that cannot
-    /// be read: nothing to apply.
-    work: Option<Work>,
-    footprint: Option<WriteFootprint>,
-    status: Status,
-}
-
-/// An entry to apply, with its route.
-#[derive(Clone)]
-pub(crate) struct Work {
-    pub entry: Arc<Entry>,
-    pub route: Option<KnownRoute>,
-}
+/// How often the log's cursor (which only decides what the log may delete)
+/// follows the durable applied state.
+const LOG_CURSOR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a task left its slot.
 enum TaskEnd {
-    Finished,
+    /// Finished; `sent`: the server may have applied it.
+    Finished { sent: bool },
     /// Handed to another executor: wait for its decision.
     Requeue,
 }
 
-fn conflicts(a: &Option<WriteFootprint>, b: &Option<WriteFootprint>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.conflicts(b),
-        _ => true,
-    }
-}
-
-/// Turns a log record into a window slot. A record this binary cannot read
-/// (written by a newer version, or damaged) is not skipped silently: it
-/// goes to the dead-letter list for an operator to look at.
-fn slot_for(
+/// Decodes a log record into the work it holds and its footprint. A record
+/// this binary cannot read (written by a newer version, or damaged) is not
+/// skipped silently: it goes to the dead-letter list.
+fn decode_work(
     rep: &Replicator,
     index: usize,
     lsn: u64,
     payload: &bytes::Bytes,
-) -> (Slot, Option<Held>) {
+) -> (
+    Option<Work>,
+    Option<crate::chroma::WriteFootprint>,
+    Option<Held>,
+) {
     match record::decode(payload) {
         Ok(LogRecord::Entry(entry)) => {
             let route = match classify(&entry.method, entry.path_only()) {
@@ -80,61 +66,88 @@ fn slot_for(
                 footprint: footprint.clone(),
                 received_at_ms: entry.received_at_ms,
             };
-            let slot = Slot {
-                lsn,
-                work: Some(Work {
-                    entry: Arc::new(entry),
-                    route,
-                }),
-                footprint,
-                status: Status::Waiting,
+            let work = Work {
+                entry: Arc::new(entry),
+                route,
             };
-            (slot, Some(held))
+            (Some(work), footprint, Some(held))
         }
-        Ok(LogRecord::Decision { .. }) => (Slot::nothing_to_apply(lsn), None),
+        Ok(LogRecord::Decision { .. }) => (None, None, None),
         Err(e) => {
             rep.dead_letter_unreadable(index, lsn, payload, &e.to_string());
-            (Slot::nothing_to_apply(lsn), None)
+            (None, None, None)
         }
     }
 }
 
-impl Slot {
-    /// A record that needs no work (a decision, or an unreadable record).
-    fn nothing_to_apply(lsn: u64) -> Self {
-        Slot {
-            lsn,
-            work: None,
-            footprint: None,
-            status: Status::Done,
-        }
+/// What the ledger says entry `lsn` needs from server `index`.
+fn role_of(rep: &Replicator, index: usize, lsn: u64, paused: bool) -> Role {
+    match rep.ledger.state(lsn) {
+        EntryState::Refused(_) => Role::Skip,
+        // A paused applier replays nothing...
+        EntryState::Committed if paused => Role::Wait,
+        EntryState::Committed => Role::Replay,
+        // (Writes it was to execute were handed on if another server can
+        // take them; else it runs them.)
+        EntryState::Undecided { executor } if executor == Some(index) => Role::Execute,
+        EntryState::Undecided { .. } => Role::Wait,
     }
 }
 
-/// Runs the applier of server `index` until the gateway stops.
-pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
+/// The applier's own state besides its window.
+struct Applier {
+    rep: Arc<Replicator>,
+    index: usize,
+    name: String,
+    window: Window,
+    running: JoinSet<(u64, TaskEnd)>,
+    tasks: HashMap<tokio::task::Id, u64>,
+    /// A commit of the applied state under way.
+    committing: bool,
+    commits: mpsc::UnboundedSender<(AppliedState, Result<(), String>)>,
+    /// Where the log's cursor stands, and when it last moved.
+    log_cursor: u64,
+    log_cursor_at: Instant,
+    next_dispatch: Instant,
+    /// No commit is tried before this (after a failed one).
+    commit_not_before: Instant,
+    /// The applied position last reported to progress.
+    reported: u64,
+}
+
+/// Runs the applier of server `index`, starting after `state`, until the
+/// gateway stops.
+pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState) {
     let backend = rep.backends.all()[index].clone();
-    let name = backend.name().to_string();
-    let cursor = rep.cursors[index].clone();
     let progress = &rep.progress[index];
-    let mut committed = cursor.position();
-    let mut applied = committed;
-    let mut reader = rep.wal.read_from(committed + 1);
-    let mut window: VecDeque<Slot> = VecDeque::new();
-    let mut running: JoinSet<(u64, TaskEnd)> = JoinSet::new();
-    let mut tasks: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let capacity = rep.settings.apply_window.max(1) * 8;
+    let (commits, mut committed) = mpsc::unbounded_channel();
+    let mut a = Applier {
+        rep: rep.clone(),
+        index,
+        name: backend.name().to_string(),
+        log_cursor: rep.cursors[index].position(),
+        window: Window::new(state, capacity),
+        running: JoinSet::new(),
+        tasks: HashMap::new(),
+        committing: false,
+        commits,
+        log_cursor_at: Instant::now(),
+        next_dispatch: Instant::now(),
+        commit_not_before: Instant::now(),
+        reported: 0,
+    };
+    let mut reader = rep.wal.read_from(a.window.next_lsn());
     let mut ledger_changes = rep.ledger.subscribe();
     let mut paused = rep.paused[index].subscribe();
-    let mut tick = tokio::time::interval(CURSOR_INTERVAL);
+    let mut tick = tokio::time::interval(COMMIT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let capacity = rep.settings.apply_window.max(1) * 8;
-    let mut next_dispatch = Instant::now();
     loop {
-        // Start what may start.
         let is_paused = *paused.borrow_and_update();
+        let healthy = backend.health().is_healthy();
         progress.set_state(if is_paused {
             ApplierState::Paused
-        } else if !backend.health().is_healthy() {
+        } else if !healthy {
             ApplierState::WaitingForServer
         } else {
             ApplierState::Running
@@ -144,142 +157,42 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
         // window or not: a write queued here (behind a conflicting entry in
         // doubt, or past the window) would otherwise wait for this server to
         // come back, and every later conflicting write with it.
-        if is_paused || !backend.health().is_healthy() {
+        if is_paused || !healthy {
             if let Some(next) = rep.choose_executor(Some(index)) {
                 rep.ledger.hand_over(index, next);
             }
         }
-        let mut rate_limited = false;
-        {
-            let mut unfinished: Vec<&Option<WriteFootprint>> = Vec::new();
-            let mut starts: Vec<(u64, Work, bool)> = Vec::new();
-            let mut running_count = running.len();
-            for slot in window.iter_mut() {
-                if matches!(slot.status, Status::Done) {
-                    continue;
-                }
-                if matches!(slot.status, Status::Waiting) {
-                    let state = rep.ledger.state(slot.lsn);
-                    let role = match state {
-                        EntryState::Refused(_) => {
-                            slot.status = Status::Done;
-                            progress.finished(slot.lsn);
-                            continue;
-                        }
-                        // A paused applier replays nothing...
-                        EntryState::Committed if is_paused => None,
-                        EntryState::Committed => Some(false),
-                        // (Writes it was to execute were handed on above if
-                        // another server can take them; else it runs them.)
-                        EntryState::Undecided { executor } if executor == Some(index) => Some(true),
-                        EntryState::Undecided { .. } => None,
-                    };
-                    let blocked = unfinished.iter().any(|f| conflicts(f, &slot.footprint));
-                    if let (Some(executes), false) = (role, blocked) {
-                        let catching_up = !executes
-                            && rep.wal.last_lsn().saturating_sub(applied)
-                                > rep.settings.apply_window as u64;
-                        if catching_up && rep.settings.replay_interval.is_some() {
-                            if Instant::now() < next_dispatch {
-                                rate_limited = true;
-                                unfinished.push(&slot.footprint);
-                                continue;
-                            }
-                            if let Some(interval) = rep.settings.replay_interval {
-                                next_dispatch = Instant::now() + interval;
-                            }
-                        }
-                        if running_count < rep.settings.apply_window {
-                            if let Some(work) = &slot.work {
-                                slot.status = Status::Running;
-                                running_count += 1;
-                                starts.push((slot.lsn, work.clone(), executes));
-                            }
-                        }
-                    }
-                }
-                unfinished.push(&slot.footprint);
-            }
-            for (lsn, work, executes) in starts {
-                let rep = rep.clone();
-                let handle = running.spawn(async move {
-                    let end = if executes {
-                        execute(&rep, index, lsn, &work).await
-                    } else {
-                        replay(&rep, index, lsn, &work).await
-                    };
-                    (lsn, end)
-                });
-                tasks.insert(handle.id(), lsn);
-            }
-        }
-        // Retire finished slots from the front.
-        let mut moved = false;
-        while matches!(window.front().map(|s| &s.status), Some(Status::Done)) {
-            if let Some(slot) = window.pop_front() {
-                applied = slot.lsn;
-                moved = true;
-            }
-        }
-        if moved {
+        let rate_limited = a.dispatch(is_paused);
+        a.window.retire();
+        let applied = a.window.applied_upto();
+        if applied > a.reported {
+            a.reported = applied;
             progress.applied_upto(applied);
             rep.progress_changed();
         }
-
-        let want_more = window.len() < capacity;
+        if a.window.full_waiting_for_commit() {
+            a.commit();
+        }
         tokio::select! {
             biased;
+            Some((state, result)) = committed.recv() => a.committed(state, result).await,
             _ = tick.tick() => {
-                if applied > committed {
-                    match cursor.commit(applied).await {
-                        Ok(_) => committed = applied,
-                        Err(e) => tracing::error!(server = %name, error = %e, "saving the cursor failed"),
-                    }
+                if a.window.has_undurable() {
+                    a.commit();
                 }
             }
-            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
-                match done {
-                    Ok((id, (lsn, end))) => {
-                        tasks.remove(&id);
-                        if let Some(slot) = window.iter_mut().find(|s| s.lsn == lsn) {
-                            match end {
-                                TaskEnd::Finished => {
-                                    slot.status = Status::Done;
-                                    progress.finished(lsn);
-                                }
-                                TaskEnd::Requeue => slot.status = Status::Waiting,
-                            }
-                        }
-                        rep.progress_changed();
-                    }
-                    Err(e) => {
-                        // A panicking task is a bug; put its entry back so it is retried.
-                        tracing::error!(server = %name, error = %e, "apply task failed");
-                        if let Some(lsn) = tasks.remove(&e.id()) {
-                            if let Some(slot) = window.iter_mut().find(|s| s.lsn == lsn) {
-                                slot.status = Status::Waiting;
-                            }
-                        }
-                    }
-                }
-            }
-            record = reader.next(), if want_more => {
+            Some(done) = a.running.join_next_with_id(), if !a.running.is_empty() => a.task_done(done),
+            record = reader.next(), if a.window.has_room() => {
                 match record {
                     Ok(record) => {
-                        let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload);
-                        progress.fetched(record.lsn, held);
-                        window.push_back(slot);
+                        a.take(record.lsn, &record.payload);
                         // Take whatever else is already durable without waiting.
-                        while window.len() < capacity {
+                        while a.window.has_room() {
                             match reader.try_next().await {
-                                Ok(Some(record)) => {
-                                    let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload);
-                                    progress.fetched(record.lsn, held);
-                                    window.push_back(slot);
-                                }
+                                Ok(Some(record)) => a.take(record.lsn, &record.payload),
                                 Ok(None) => break,
                                 Err(e) => {
-                                    tracing::error!(server = %name, error = %e, "reading the log failed");
+                                    tracing::error!(server = %a.name, error = %e, "reading the log failed");
                                     break;
                                 }
                             }
@@ -288,14 +201,176 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
                     Err(wal::WalError::Closed) => break,
                     Err(e) => {
                         progress.count_retry(format!("reading the log: {e}"));
-                        tracing::error!(server = %name, error = %e, "reading the log failed; retrying");
+                        tracing::error!(server = %a.name, error = %e, "reading the log failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }
             _ = ledger_changes.changed() => {}
             _ = paused.changed() => {}
-            _ = tokio::time::sleep_until(next_dispatch.into()), if rate_limited => {}
+            _ = tokio::time::sleep_until(a.next_dispatch.into()), if rate_limited => {}
+        }
+    }
+}
+
+impl Applier {
+    /// Adds a record read from the log to the window.
+    fn take(&mut self, lsn: u64, payload: &bytes::Bytes) {
+        let progress = &self.rep.progress[self.index];
+        let (work, footprint, held) = decode_work(&self.rep, self.index, lsn, payload);
+        progress.fetched(lsn, held);
+        if self.window.push(lsn, work, footprint) {
+            progress.finished(lsn);
+        }
+    }
+
+    /// Starts what may start; returns whether the replay rate limit held
+    /// something back.
+    fn dispatch(&mut self, paused: bool) -> bool {
+        let rep = self.rep.clone();
+        let index = self.index;
+        let mut rate_limited = false;
+        let catching_up = rep
+            .wal
+            .last_lsn()
+            .saturating_sub(self.window.applied_upto())
+            > rep.settings.apply_window as u64;
+        let next_dispatch = &mut self.next_dispatch;
+        let plan = self.window.plan(
+            rep.settings.apply_window,
+            |lsn| role_of(&rep, index, lsn, paused),
+            |executes| {
+                let Some(interval) = rep.settings.replay_interval else {
+                    return true;
+                };
+                if executes || !catching_up {
+                    return true;
+                }
+                let now = Instant::now();
+                if now < *next_dispatch {
+                    rate_limited = true;
+                    return false;
+                }
+                *next_dispatch = now + interval;
+                true
+            },
+        );
+        for lsn in plan.skipped {
+            rep.progress[index].finished(lsn);
+        }
+        if plan.wants_commit {
+            self.commit();
+        }
+        for start in plan.starts {
+            self.spawn(start);
+        }
+        rate_limited
+    }
+
+    fn spawn(
+        &mut self,
+        Start {
+            lsn,
+            work,
+            executes,
+        }: Start,
+    ) {
+        let rep = self.rep.clone();
+        let index = self.index;
+        // Claiming the execution and starting it are one step: once
+        // claimed, the entry cannot be handed to another server.
+        let credentials = if executes {
+            match rep.ledger.claim_execution(lsn, index) {
+                Some(execution) => Some(execution.credentials),
+                None => {
+                    self.window.requeue(lsn);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let handle = self.running.spawn(async move {
+            let end = match credentials {
+                Some(credentials) => execute(&rep, index, lsn, &work, credentials).await,
+                None => replay(&rep, index, lsn, &work).await,
+            };
+            (lsn, end)
+        });
+        self.tasks.insert(handle.id(), lsn);
+    }
+
+    fn task_done(
+        &mut self,
+        done: Result<(tokio::task::Id, (u64, TaskEnd)), tokio::task::JoinError>,
+    ) {
+        match done {
+            Ok((id, (lsn, end))) => {
+                self.tasks.remove(&id);
+                match end {
+                    TaskEnd::Finished { sent } => {
+                        self.window.finish(lsn, sent);
+                        self.rep.progress[self.index].finished(lsn);
+                    }
+                    TaskEnd::Requeue => self.window.requeue(lsn),
+                }
+                self.rep.progress_changed();
+            }
+            Err(e) => {
+                // A panicking task is a bug; put its entry back so it is
+                // retried. It may have reached the server: that is a
+                // single repeat, as after a crash.
+                tracing::error!(server = %self.name, error = %e, "apply task failed");
+                if let Some(lsn) = self.tasks.remove(&e.id()) {
+                    self.window.requeue(lsn);
+                }
+            }
+        }
+    }
+
+    /// Starts making the window's applied state durable, unless a commit
+    /// is under way (its completion triggers the next one if needed).
+    fn commit(&mut self) {
+        if self.committing || Instant::now() < self.commit_not_before {
+            return;
+        }
+        self.committing = true;
+        let state = self.window.state_to_commit();
+        let done = self.rep.applied.record(&self.name, state.clone());
+        let tx = self.commits.clone();
+        tokio::spawn(async move {
+            let result = done
+                .await
+                .unwrap_or_else(|_| Err("the applied-state committer stopped".into()));
+            let _ = tx.send((state, result));
+        });
+    }
+
+    async fn committed(&mut self, state: AppliedState, result: Result<(), String>) {
+        self.committing = false;
+        match result {
+            Ok(()) => {
+                self.window.committed(&state);
+                let due = self.log_cursor_at.elapsed() >= LOG_CURSOR_INTERVAL;
+                if state.cursor > self.log_cursor && due {
+                    // The log's cursor trails the applied state: it only
+                    // decides which segments the log may delete.
+                    match self.rep.cursors[self.index].commit(state.cursor).await {
+                        Ok(_) => self.log_cursor = state.cursor,
+                        Err(e) => {
+                            tracing::error!(server = %self.name, error = %e, "saving the log cursor failed")
+                        }
+                    }
+                    self.log_cursor_at = Instant::now();
+                }
+            }
+            Err(e) => {
+                self.rep.progress[self.index]
+                    .count_retry(format!("recording applied entries: {e}"));
+                tracing::error!(server = %self.name, error = %e, "recording applied entries failed; conflicting entries wait");
+                // Do not spin: a tick after this tries again.
+                self.commit_not_before = Instant::now() + Duration::from_secs(1);
+            }
         }
     }
 }
@@ -313,10 +388,16 @@ fn describe(
     }
 }
 
-/// Runs an entry on the server that executes it for its client.
-async fn execute(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> TaskEnd {
+/// Runs an entry on the server that executes it for its client, with the
+/// client's `credentials`.
+async fn execute(
+    rep: &Arc<Replicator>,
+    index: usize,
+    lsn: u64,
+    work: &Work,
+    credentials: http::HeaderMap,
+) -> TaskEnd {
     let backend = &rep.backends.all()[index];
-    let credentials = rep.ledger.start_execution(lsn).credentials;
     let result = rep.send_entry(index, &work.entry, credentials).await;
     let class = backend.health().observe(&result);
     match (result, class) {
@@ -326,14 +407,20 @@ async fn execute(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> 
             rep.progress[index].count_applied(false);
             let response = rep.to_client(index, work, response);
             rep.ledger.answer(lsn, Ok((index, response)));
-            TaskEnd::Finished
+            TaskEnd::Finished { sent: true }
         }
         (Ok(response), AttemptClass::Answer) => {
             // Chroma's verdict: the write is refused, here and everywhere.
-            rep.record_refusal(lsn, Refusal::Rejected).await;
-            let response = rep.to_client(index, work, response);
-            rep.ledger.answer(lsn, Ok((index, response)));
-            TaskEnd::Finished
+            let answer = match rep.record_refusal(lsn, Refusal::Rejected).await {
+                Ok(()) => Ok((index, rep.to_client(index, work, response))),
+                Err(e) => Err(GatewayError::gateway_timeout(format!(
+                    "outcome unknown: Chroma refused the write at LSN {lsn} ({}), but the \
+                     refusal could not be recorded ({e}); a restarted gateway may still apply it",
+                    response.status
+                ))),
+            };
+            rep.ledger.answer(lsn, answer);
+            TaskEnd::Finished { sent: true }
         }
         (result, _) => {
             let reached = match &result {
@@ -348,14 +435,18 @@ async fn execute(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> 
                     rep.ledger.reassign(lsn, next);
                     return TaskEnd::Requeue;
                 }
-                rep.record_refusal(lsn, Refusal::Cancelled).await;
-                rep.ledger.answer(
-                    lsn,
-                    Err(GatewayError::service_unavailable(format!(
+                let answer = match rep.record_refusal(lsn, Refusal::Cancelled).await {
+                    Ok(()) => GatewayError::service_unavailable(format!(
                         "no Chroma server could take the write (last: {error}); it was not applied"
-                    ))),
-                );
-                return TaskEnd::Finished;
+                    )),
+                    Err(e) => GatewayError::gateway_timeout(format!(
+                        "outcome unknown: no Chroma server could take the write at LSN {lsn} \
+                         (last: {error}), and its cancellation could not be recorded ({e}); \
+                         a restarted gateway may still apply it"
+                    )),
+                };
+                rep.ledger.answer(lsn, Err(answer));
+                return TaskEnd::Finished { sent: false };
             }
             // It may have been applied: it is committed now, and every
             // server (this one too) applies it idempotently. The first
@@ -372,44 +463,46 @@ fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.max(0.001)))
 }
 
+/// The least number of failed tries before an entry can be given up.
+const MIN_TRIES_BEFORE_GIVING_UP: u32 = 5;
+
+/// How a replayed entry's answer is read: the dialect's replay rules for
+/// known routes; for a route the table does not know, 2xx is applied and
+/// any well-formed error a divergence.
+fn outcome_of(work: &Work, response: &crate::backend::UpstreamResponse) -> ReplayOutcome {
+    match &work.route {
+        Some(route) => replay_outcome(route.op, response.status, &response.body),
+        None if response.status.is_success() => ReplayOutcome::Applied,
+        None if crate::chroma::is_unwell(response.status, &response.body) => {
+            ReplayOutcome::Transient
+        }
+        None => ReplayOutcome::Divergent,
+    }
+}
+
 /// Applies a committed entry on a server that did not execute it (or
-/// whose execution ended in doubt), until the server gives a verdict.
+/// whose execution ended in doubt), until the server gives a verdict, or
+/// until it has failed for `give_up_after` while the server was healthy:
+/// then it is dead-lettered, so one entry cannot hold every later
+/// conflicting write (and the log) forever.
 async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> TaskEnd {
     let backend = &rep.backends.all()[index];
     let progress = &rep.progress[index];
     let mut attempt = 0u32;
+    let mut failing_for = Duration::ZERO;
     loop {
         if !backend.health().is_healthy() {
             progress.set_state(ApplierState::WaitingForServer);
             backend.health().wait_healthy().await;
         }
+        let sent_at = Instant::now();
         let result = rep
             .send_entry(index, &work.entry, http::HeaderMap::new())
             .await;
         backend.health().observe(&result);
-        let outcome = match (&result, &work.route) {
-            // Re-applied after a gateway restart on a server that was already
-            // past this entry: a collection a later entry deleted is gone.
-            (Ok(r), Some(route))
-                if lsn <= rep.boot_lsn
-                    && r.status == http::StatusCode::NOT_FOUND
-                    && route.collection_id().is_some()
-                    && replay_outcome(route.op, r.status, &r.body) == ReplayOutcome::Divergent =>
-            {
-                tracing::info!(
-                    server = backend.name(),
-                    lsn,
-                    "entry of an earlier run found its collection gone; taken as done"
-                );
-                ReplayOutcome::AlreadyDone
-            }
-            (Ok(r), Some(route)) => replay_outcome(route.op, r.status, &r.body),
-            (Ok(r), None) if r.status.is_success() => ReplayOutcome::Applied,
-            (Ok(r), None) if crate::chroma::is_unwell(r.status, &r.body) => {
-                ReplayOutcome::Transient
-            }
-            (Ok(_), None) => ReplayOutcome::Divergent,
-            (Err(_), _) => ReplayOutcome::Transient,
+        let outcome = match &result {
+            Ok(response) => outcome_of(work, response),
+            Err(_) => ReplayOutcome::Transient,
         };
         match (outcome, result) {
             (ReplayOutcome::Applied | ReplayOutcome::AlreadyDone, Ok(response)) => {
@@ -420,7 +513,7 @@ async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> T
                     let response = rep.to_client(index, work, response);
                     rep.ledger.answer(lsn, Ok((index, response)));
                 }
-                return TaskEnd::Finished;
+                return TaskEnd::Finished { sent: true };
             }
             (ReplayOutcome::Divergent, Ok(response)) => {
                 // A client still waiting here had its execution end in doubt:
@@ -428,17 +521,66 @@ async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: &Work) -> T
                 // answer. It gets one from a server that applies it, or the
                 // "logged, outcome pending" timeout.
                 rep.dead_letter(index, lsn, &work.entry, &response).await;
-                return TaskEnd::Finished;
+                return TaskEnd::Finished { sent: true };
             }
             (_, result) => {
                 let error = describe(&result);
                 progress.count_retry(error.clone());
                 let delay = backoff(rep.settings.retry_base, rep.settings.retry_cap, attempt);
-                tracing::debug!(server = backend.name(), lsn, %error, ?delay, "replay failed; retrying");
                 attempt = attempt.saturating_add(1);
+                if backend.health().is_healthy() {
+                    failing_for += sent_at.elapsed() + delay;
+                }
+                if attempt >= MIN_TRIES_BEFORE_GIVING_UP
+                    && failing_for >= rep.settings.give_up_after
+                {
+                    tracing::error!(
+                        server = backend.name(),
+                        lsn,
+                        attempts = attempt,
+                        %error,
+                        "giving up on an entry that keeps failing; dead-lettered"
+                    );
+                    let response = gave_up(&result, attempt, failing_for, &error);
+                    rep.dead_letter(index, lsn, &work.entry, &response).await;
+                    return TaskEnd::Finished { sent: true };
+                }
+                tracing::debug!(server = backend.name(), lsn, %error, ?delay, "replay failed; retrying");
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// The answer a given-up entry is dead-lettered with: the server's last
+/// status (503 if it never answered) and a Chroma-style error saying why.
+fn gave_up(
+    result: &Result<crate::backend::UpstreamResponse, crate::backend::TransportError>,
+    attempts: u32,
+    failing_for: Duration,
+    error: &str,
+) -> crate::backend::UpstreamResponse {
+    let status = match result {
+        Ok(r) => r.status,
+        Err(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let error = GatewayError::new(
+        status,
+        "GaveUp",
+        format!(
+            "gave up after {attempts} tries over {:.0} s while the server was healthy; last: {error}",
+            failing_for.as_secs_f64()
+        ),
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    crate::backend::UpstreamResponse {
+        status,
+        headers,
+        body: bytes::Bytes::from(error.body()),
     }
 }
 

@@ -96,9 +96,7 @@ impl Replicator {
         let response = match route.op {
             Operation::CreateCollection | Operation::ForkCollection => {
                 let found = if already_done {
-                    let name = serde_json::from_slice::<serde_json::Value>(&work.entry.body)
-                        .ok()
-                        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(String::from));
+                    let name = crate::chroma::created_collection_name(route.op, &work.entry.body);
                     match name {
                         Some(name) => self.get_by_name(index, tenant, database, &name).await,
                         None => None,

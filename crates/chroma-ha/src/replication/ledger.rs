@@ -155,19 +155,25 @@ impl Ledger {
         }
     }
 
-    /// Marks `lsn` as sent by its executor (it can no longer be handed to
-    /// another server) and returns the client's credentials for it.
-    pub fn start_execution(&self, lsn: u64) -> Execution {
+    /// Claims `lsn` for execution on server `index` and returns the
+    /// client's credentials for it, if it is undecided, assigned to `index`
+    /// and not claimed yet. Once claimed it cannot be handed to another
+    /// server, so claiming and starting are one step: an entry is never
+    /// executed on two servers.
+    pub fn claim_execution(&self, lsn: u64, index: usize) -> Option<Execution> {
         let mut inner = self.lock();
-        let live = inner.live.get_mut(&lsn);
-        Execution {
-            credentials: live
-                .map(|l| {
-                    l.started = true;
-                    l.credentials.clone()
-                })
-                .unwrap_or_default(),
+        let live = inner.live.get_mut(&lsn)?;
+        let assigned = live.state
+            == EntryState::Undecided {
+                executor: Some(index),
+            };
+        if !assigned || live.started {
+            return None;
         }
+        live.started = true;
+        Some(Execution {
+            credentials: live.credentials.clone(),
+        })
     }
 
     /// Hands an undecided entry to another executor (its execution did not
@@ -315,7 +321,9 @@ mod tests {
         assert_eq!(ledger.state(1), EntryState::Undecided { executor: Some(0) });
         assert_eq!(ledger.hand_over(0, 1), 1);
         assert_eq!(ledger.hand_over(0, 1), 0);
-        ledger.start_execution(1);
+        assert!(ledger.claim_execution(1, 0).is_none(), "handed to 1");
+        assert!(ledger.claim_execution(1, 1).is_some());
+        assert!(ledger.claim_execution(1, 1).is_none(), "claimed once");
         assert_eq!(
             ledger.hand_over(1, 0),
             0,

@@ -14,6 +14,7 @@
 //! - [`dead_letters`]: divergent entries an operator retries or skips.
 //! - this file: the [`Replicator`] itself: start-up, state, operator flags.
 
+pub mod applied;
 mod applier;
 mod dead_letter_ops;
 pub mod dead_letters;
@@ -24,6 +25,7 @@ pub mod progress;
 mod read;
 pub mod record;
 pub mod state_file;
+mod window;
 mod write;
 
 use crate::backend::{Backends, UpstreamResponse};
@@ -55,6 +57,9 @@ pub struct ReplicationSettings {
     pub replica_ratio: f64,
     /// Strong or eventual reads.
     pub consistency: ReadConsistency,
+    /// How long an entry may keep failing on a healthy server before it
+    /// is dead-lettered.
+    pub give_up_after: Duration,
 }
 
 /// The gateway could not start its replication core.
@@ -72,6 +77,23 @@ pub enum StartError {
     /// A state file could not be read.
     #[error(transparent)]
     State(#[from] state_file::StateFileError),
+    /// The servers' applied state could not be read.
+    #[error(transparent)]
+    Applied(#[from] applied::AppliedLoadError),
+    /// The decisions in the log could not be read: starting would count
+    /// writes whose clients were told they failed as committed.
+    #[error(
+        "reading the decisions in the write-ahead log failed at LSN {lsn}: {source}; \
+         the gateway does not start, since it could not tell refused writes from \
+         committed ones (check the log with `chroma-ha wal verify`)"
+    )]
+    Decisions {
+        /// Where reading stopped.
+        lsn: u64,
+        /// Why.
+        #[source]
+        source: wal::WalError,
+    },
 }
 
 /// The replication core: log, ledger, appliers, id map, dead letters.
@@ -89,9 +111,11 @@ pub struct Replicator {
     progress_tx: watch::Sender<u64>,
     fsync: &'static str,
     recovery: wal::Recovery,
-    /// The last LSN written by an earlier run: entries up to here may be
-    /// applied a second time on a server that is already past them.
-    boot_lsn: u64,
+    /// What each server has applied, durably.
+    applied: applied::AppliedLog,
+    /// Servers configured after the log had already dropped part of its
+    /// history: they lack writes nothing will replay to them.
+    incomplete: Vec<std::sync::atomic::AtomicBool>,
     /// Where operator actions (pause, drain) are kept across restarts.
     operator_path: std::path::PathBuf,
 }
@@ -102,6 +126,10 @@ pub struct Replicator {
 struct OperatorState {
     paused: Vec<String>,
     drained: Vec<String>,
+    /// Servers whose history the log did not hold when they joined, until
+    /// an operator marks them complete.
+    #[serde(default)]
+    incomplete: Vec<String>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -141,25 +169,23 @@ fn wal_options(
     (options, name)
 }
 
-/// Reads the refusals recorded after `from` (the lowest cursor).
-async fn refusals_since(log: &wal::Wal, from: u64) -> BTreeMap<u64, Refusal> {
+/// Reads the refusals recorded after `from` (the lowest cursor). An error
+/// stops the start: the entries after it would otherwise count as committed.
+async fn refusals_since(log: &wal::Wal, from: u64) -> Result<BTreeMap<u64, Refusal>, StartError> {
     let mut refused = BTreeMap::new();
     let mut reader = log.read_from(from.max(log.first_lsn()));
     loop {
+        let lsn = reader.next_lsn();
         match reader.try_next().await {
             Ok(Some(rec)) => {
                 if let Ok(LogRecord::Decision { lsn, refusal }) = record::decode(&rec.payload) {
                     refused.insert(lsn, refusal);
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::error!(error = %e, "reading decisions at start failed; the rest count as committed");
-                break;
-            }
+            Ok(None) => return Ok(refused),
+            Err(source) => return Err(StartError::Decisions { lsn, source }),
         }
     }
-    refused
 }
 
 impl Replicator {
@@ -192,18 +218,44 @@ impl Replicator {
                 log.remove_cursor(name).await.map_err(wal_err)?;
             }
         }
-        let mut cursors = Vec::new();
-        for backend in backends.all() {
-            cursors.push(log.cursor(backend.name()).await.map_err(wal_err)?);
-        }
-        let lowest = cursors.iter().map(|c| c.position()).min().unwrap_or(0);
-        let refused = refusals_since(&log, lowest + 1).await;
-        let boot_lsn = log.last_lsn();
         let names: Vec<String> = backends
             .all()
             .iter()
             .map(|b| b.name().to_string())
             .collect();
+        let (applied, mut states) =
+            applied::AppliedLog::open(config.data_dir.join("applied.json"), &names)?;
+        let known = log.cursors();
+        let mut cursors = Vec::new();
+        let mut joined_late = Vec::new();
+        for backend in backends.all() {
+            let is_new =
+                !known.contains_key(backend.name()) && !states.contains_key(backend.name());
+            if is_new && log.first_lsn() > 1 {
+                joined_late.push(backend.name().to_string());
+            }
+            cursors.push(log.cursor(backend.name()).await.map_err(wal_err)?);
+        }
+        // Where each applier starts: its durable applied state. The log's
+        // cursor trails it (it is moved after the state is durable), so it
+        // is only the start for a server with no applied state yet.
+        let starts: Vec<applied::AppliedState> = backends
+            .all()
+            .iter()
+            .zip(&cursors)
+            .map(|(backend, cursor)| {
+                let mut state = states.remove(backend.name()).unwrap_or_default();
+                if state.cursor < cursor.position() {
+                    state.cursor = cursor.position();
+                    let floor = state.cursor;
+                    state.above.retain(|lsn| *lsn > floor);
+                }
+                state
+            })
+            .collect();
+        let lowest = starts.iter().map(|s| s.cursor).min().unwrap_or(0);
+        let refused = refusals_since(&log, lowest + 1).await?;
+        let boot_lsn = log.last_lsn();
         let idmap = IdMap::load(config.data_dir.join("collections.json"), names)?;
         let dead_letters = DeadLetters::load(config.data_dir.join("dead_letters.json"))?;
         let settings = ReplicationSettings {
@@ -217,6 +269,7 @@ impl Replicator {
             write_timeout: config.request_timeout + Duration::from_secs(5),
             replica_ratio: config.reads.replica_ratio,
             consistency: config.reads.consistency,
+            give_up_after: config.replication.give_up_after,
         };
         tracing::info!(
             first_lsn = recovery.first_lsn,
@@ -226,9 +279,10 @@ impl Replicator {
             "replication state recovered"
         );
         let replicator = Arc::new(Replicator {
-            progress: cursors
+            progress: starts.iter().map(|s| Progress::new(s.cursor)).collect(),
+            incomplete: cursors
                 .iter()
-                .map(|c| Progress::new(c.position()))
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             paused: cursors.iter().map(|_| watch::channel(false).0).collect(),
             wal: log,
@@ -242,7 +296,7 @@ impl Replicator {
             progress_tx: watch::channel(0).0,
             fsync,
             recovery,
-            boot_lsn,
+            applied,
             operator_path: config.data_dir.join("operator.json"),
         });
         let operator: OperatorState =
@@ -262,9 +316,24 @@ impl Replicator {
                 );
                 backend.health().set_draining(true);
             }
+            let late = joined_late.iter().any(|n| n == backend.name());
+            if late || operator.incomplete.iter().any(|n| n == backend.name()) {
+                tracing::warn!(
+                    server = backend.name(),
+                    first_lsn = replicator.wal.first_lsn(),
+                    "this server joined after the log dropped part of its history: it lacks \
+                     writes that cannot be replayed to it; it serves no reads and executes no \
+                     writes until it is filled from another server and marked complete \
+                     (POST /admin/servers/NAME/complete)"
+                );
+                replicator.incomplete[index].store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-        for index in 0..replicator.backends.all().len() {
-            tokio::spawn(applier::run(replicator.clone(), index));
+        if !joined_late.is_empty() {
+            replicator.save_operator_state()?;
+        }
+        for (index, start) in starts.into_iter().enumerate() {
+            tokio::spawn(applier::run(replicator.clone(), index, start));
         }
         tokio::spawn(maintain(replicator.clone()));
         Ok(replicator)
@@ -316,6 +385,29 @@ impl Replicator {
         self.save_operator_state()
     }
 
+    /// Whether server `index` joined after the log dropped part of its
+    /// history and has not been marked complete by an operator.
+    pub fn is_incomplete(&self, index: usize) -> bool {
+        self.incomplete[index].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks server `index` complete (an operator filled it from another
+    /// server), or incomplete again; kept across restarts.
+    pub fn set_incomplete(
+        &self,
+        index: usize,
+        incomplete: bool,
+    ) -> Result<(), state_file::StateFileError> {
+        self.incomplete[index].store(incomplete, std::sync::atomic::Ordering::Relaxed);
+        self.progress_changed();
+        self.save_operator_state()
+    }
+
+    /// The durable applied state's committer (figures for metrics).
+    pub fn applied(&self) -> &applied::AppliedLog {
+        &self.applied
+    }
+
     /// Drains server `index` (no traffic, for maintenance) or brings it
     /// back; kept across restarts.
     pub fn set_draining(
@@ -338,6 +430,10 @@ impl Replicator {
                 .iter()
                 .filter(|b| b.health().is_draining())
                 .map(|b| b.name().to_string())
+                .collect(),
+            incomplete: (0..all.len())
+                .filter(|i| self.is_incomplete(*i))
+                .map(|i| all[i].name().to_string())
                 .collect(),
         };
         state_file::store(&self.operator_path, &state)

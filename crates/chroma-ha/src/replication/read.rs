@@ -17,7 +17,7 @@ impl Replicator {
     /// every write acknowledged before `barrier`.
     pub(super) fn may_read(&self, index: usize, scope: Option<&Scope>, barrier: u64) -> bool {
         let backend = &self.backends.all()[index];
-        if !backend.health().is_healthy() {
+        if !backend.health().is_healthy() || self.is_incomplete(index) {
             return false;
         }
         match self.settings.consistency {
@@ -80,7 +80,10 @@ impl Replicator {
         body: Bytes,
     ) -> Result<Answer, GatewayError> {
         let scope = route.scope();
-        let pages = reads_a_page(route, path_and_query, &body);
+        let ordered = needs_one_order(route, &body);
+        // An ordered read waits this long for the first healthy server in
+        // priority order to qualify before it takes the next one.
+        let prefer_until = Instant::now() + ORDERED_READ_PREFERENCE;
         let barrier = self.wal.last_lsn();
         let deadline = Instant::now() + self.settings.write_timeout;
         let mut failed: Vec<usize> = Vec::new();
@@ -91,8 +94,16 @@ impl Replicator {
             let eligible: Vec<usize> = (0..n)
                 .filter(|i| !failed.contains(i) && self.may_read(*i, scope.as_ref(), barrier))
                 .collect();
-            let pick = if pages {
-                eligible.first().copied()
+            let pick = if ordered {
+                let first_healthy = (0..n).find(|i| {
+                    !failed.contains(i)
+                        && self.backends.all()[*i].health().is_healthy()
+                        && !self.is_incomplete(*i)
+                });
+                match (eligible.first().copied(), first_healthy) {
+                    (Some(e), Some(f)) if e != f && Instant::now() < prefer_until => None,
+                    (pick, _) => pick,
+                }
             } else {
                 self.pick_reader(&eligible)
             };
@@ -203,12 +214,17 @@ impl Replicator {
     }
 }
 
-/// Whether the read asks for a page (`limit`/`offset`) of records or
-/// collections. Servers store records in the order they applied them, and
-/// non-conflicting writes are applied in parallel, so that order differs
-/// between servers: the pages of one listing must all come from the same
-/// server. Such reads go to the first qualifying server in priority order.
-fn reads_a_page(route: &Route, path_and_query: &str, body: &[u8]) -> bool {
+/// How long an ordered read waits for its preferred server to qualify.
+const ORDERED_READ_PREFERENCE: Duration = Duration::from_secs(1);
+
+/// Whether the read's answer is in an order that differs between servers:
+/// a listing of collections or databases (paged or not), or a page
+/// (`limit`/`offset`) of records. Servers store records and collections in
+/// the order they applied them, and non-conflicting writes are applied in
+/// parallel, so that order differs between servers. Such reads go to the
+/// first healthy server in priority order (waiting briefly for it to
+/// qualify), so a client sees one order across calls and pages.
+fn needs_one_order(route: &Route, body: &[u8]) -> bool {
     match route.operation() {
         Some(Operation::CollectionGet) => serde_json::from_slice::<serde_json::Value>(body)
             .ok()
@@ -217,9 +233,7 @@ fn reads_a_page(route: &Route, path_and_query: &str, body: &[u8]) -> bool {
                     .iter()
                     .any(|k| v.get(*k).is_some_and(|x| !x.is_null()))
             }),
-        Some(Operation::ListCollections | Operation::ListDatabases) => path_and_query
-            .split_once('?')
-            .is_some_and(|(_, q)| q.contains("limit=") || q.contains("offset=")),
+        Some(Operation::ListCollections | Operation::ListDatabases) => true,
         _ => false,
     }
 }
@@ -237,29 +251,26 @@ mod tests {
     use crate::chroma::classify;
 
     #[test]
-    pub(super) fn paged_listings_are_recognised() {
+    fn pages_of_records_and_every_listing_are_served_in_one_order() {
         let get = classify(
             &Method::POST,
             "/api/v2/tenants/t/databases/d/collections/0195d1e2-0000-4000-8000-000000000001/get",
         );
-        assert!(reads_a_page(&get, "/x", br#"{"limit":10,"offset":20}"#));
-        assert!(reads_a_page(&get, "/x", br#"{"offset":5}"#));
-        assert!(!reads_a_page(
+        assert!(needs_one_order(&get, br#"{"limit":10,"offset":20}"#));
+        assert!(needs_one_order(&get, br#"{"offset":5}"#));
+        assert!(!needs_one_order(
             &get,
-            "/x",
             br#"{"ids":["a"],"limit":null,"offset":null}"#
         ));
-        assert!(!reads_a_page(&get, "/x", b"not json"));
+        assert!(!needs_one_order(&get, b"not json"));
         let list = classify(&Method::GET, "/api/v2/tenants/t/databases/d/collections");
-        assert!(reads_a_page(
-            &list,
-            "/api/v2/tenants/t/databases/d/collections?limit=2&offset=2",
-            b""
-        ));
-        assert!(!reads_a_page(
-            &list,
-            "/api/v2/tenants/t/databases/d/collections",
-            b""
-        ));
+        assert!(needs_one_order(&list, b""), "paged or not");
+        let databases = classify(&Method::GET, "/api/v2/tenants/t/databases");
+        assert!(needs_one_order(&databases, b""));
+        let count = classify(
+            &Method::GET,
+            "/api/v2/tenants/t/databases/d/collections/0195d1e2-0000-4000-8000-000000000001/count",
+        );
+        assert!(!needs_one_order(&count, b""));
     }
 }

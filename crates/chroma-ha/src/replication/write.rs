@@ -21,7 +21,12 @@ impl Replicator {
             .all()
             .iter()
             .enumerate()
-            .filter(|(i, b)| Some(*i) != exclude && b.health().is_healthy() && !self.is_paused(*i))
+            .filter(|(i, b)| {
+                Some(*i) != exclude
+                    && b.health().is_healthy()
+                    && !self.is_paused(*i)
+                    && !self.is_incomplete(*i)
+            })
             .map(|(i, _)| i)
             .collect();
         candidates
@@ -60,6 +65,17 @@ impl Replicator {
         body: Bytes,
         credentials: HeaderMap,
     ) -> Result<Answer, GatewayError> {
+        if let crate::chroma::Route::Known(route) =
+            crate::chroma::classify(&method, path.split('?').next().unwrap_or_default())
+        {
+            if let Some(why) = crate::chroma::unreplicable(route.op, &body) {
+                return Err(GatewayError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "InvalidArgumentError",
+                    why,
+                ));
+            }
+        }
         let Some(executor) = self.choose_executor(None) else {
             return Err(GatewayError::service_unavailable(
                 "no Chroma server is healthy; the write was not accepted",
@@ -131,16 +147,32 @@ impl Replicator {
     }
 
     /// Durably records that `lsn` is refused, then marks it so in memory.
-    pub(super) async fn record_refusal(&self, lsn: u64, refusal: Refusal) {
-        match self.wal.append(record::encode_decision(lsn, refusal)).await {
-            Ok(decision_lsn) => self.ledger.not_an_entry(decision_lsn),
-            Err(e) => tracing::error!(
-                lsn,
-                ?refusal,
-                error = %e,
-                "the refusal could not be logged; a restart would replay this write"
-            ),
-        }
+    /// Decision records are exempt from the log's size cap, so a full log
+    /// does not stop them. `Err` when the record could not be made durable:
+    /// the client must then be told the outcome is unknown, since a
+    /// restarted gateway would count the entry as committed. In memory it
+    /// is refused either way, so this run applies it nowhere.
+    pub(super) async fn record_refusal(&self, lsn: u64, refusal: Refusal) -> Result<(), String> {
+        let logged = self
+            .wal
+            .append_uncapped(record::encode_decision(lsn, refusal))
+            .await;
+        let result = match logged {
+            Ok(decision_lsn) => {
+                self.ledger.not_an_entry(decision_lsn);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    lsn,
+                    ?refusal,
+                    error = %e,
+                    "the refusal could not be logged; its client is told the outcome is unknown"
+                );
+                Err(e.to_string())
+            }
+        };
         self.ledger.refuse(lsn, refusal);
+        result
     }
 }
