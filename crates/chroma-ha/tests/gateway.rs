@@ -909,9 +909,10 @@ fn strong_reads_see_the_preceding_write_even_from_the_replica() {
         "every read names its server: {by_backend:?}"
     );
     settled(&gw);
-    // Idle and caught up: now every read goes to the replica.
+    // Idle and caught up. A listing's order differs between servers, so
+    // every listing goes to the first healthy server in priority order.
     let listed = ok("GET", &api(&g, &default_colls()), None);
-    assert_eq!(listed.header("x-chroma-ha-backend"), Some("replica"));
+    assert_eq!(listed.header("x-chroma-ha-backend"), Some("primary"));
     for c in listed.json().as_array().expect("collections") {
         let id = c["id"].as_str().expect("id");
         let r = ok(
@@ -1588,8 +1589,9 @@ fn collection_lifecycle_keeps_ids_straight_on_every_server() {
         &json!(1),
         &mut after,
     );
+    // Listings keep one order: they go to the primary whatever the ratio.
     let listed = ok("GET", &api(&g, &default_colls()), None);
-    assert_eq!(listed.header("x-chroma-ha-backend"), Some("replica"));
+    assert_eq!(listed.header("x-chroma-ha-backend"), Some("primary"));
     assert_eq!(listed.json()[0]["id"], json!(id4), "{}", listed.text());
     assert_eq!(after.get("replica"), Some(&5), "{after:?}");
 }
