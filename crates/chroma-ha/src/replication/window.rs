@@ -133,12 +133,13 @@ impl Window {
         work: Option<Work>,
         footprint: Option<WriteFootprint>,
     ) -> bool {
+        let applied_before = self.applied_before.remove(&lsn);
         let status = if work.is_none() {
             Status::Done {
                 sent: false,
                 durable: false,
             }
-        } else if self.applied_before.remove(&lsn) {
+        } else if applied_before {
             Status::Done {
                 sent: true,
                 durable: true,
@@ -305,7 +306,7 @@ impl Window {
             .map(|s| s.lsn)
             .collect();
         // Entries applied before a restart that the window has not reached yet.
-        above.extend(self.applied_before.iter().copied());
+        above.extend(self.applied_before.range(cursor + 1..).copied());
         AppliedState { cursor, above }
     }
 

@@ -229,3 +229,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_applied_lsn_that_turns_out_not_to_be_an_entry_is_not_kept_in_the_applied_state() {
+    let state = AppliedState {
+        cursor: 0,
+        above: BTreeSet::from([1]),
+    };
+    let mut w = Window::new(state, 8);
+    assert!(w.push(1, None, None));
+    assert!(w.state_to_commit().above.is_empty());
+}
