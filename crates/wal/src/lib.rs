@@ -24,6 +24,25 @@
 //!   [`Wal::append_uncapped`] is exempt, for small, rare records that must
 //!   get in when the log is full (it exceeds the cap by what it writes).
 //!
+//! ## Power loss, by policy
+//!
+//! Power may go off at any instant, in the middle of a group commit
+//! included (`tests/power_loss.rs` cuts it after a random number of
+//! filesystem changes while appends are in flight).
+//!
+//! - `Always` and `Batch`: every acknowledged record survives with its exact
+//!   payload, and so does every committed cursor. Records of the batch in
+//!   flight, written but not acknowledged, may survive too (whole, in LSN
+//!   order) or be cut as a torn tail at the next open.
+//! - `Never`: a record is fsynced only when its segment is sealed (rollover
+//!   syncs it), so acknowledged records of the active segment may be lost:
+//!   any suffix of them, down to the last sealed segment. What survives is
+//!   still a prefix of what was written, each record with its exact
+//!   payload, and the log reopens and accepts appends — unless a cursor was
+//!   committed to a record that was lost: then opening refuses with
+//!   `Corruption` (see *Recovery*), since the consumer would skip the new
+//!   records that get those LSNs. Tests only.
+//!
 //! ## On disk
 //!
 //! ```text

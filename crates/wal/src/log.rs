@@ -484,7 +484,9 @@ impl Cursor {
 
     /// Durably moves the cursor to `lsn` (which must be durable in the log);
     /// on return it survives a crash. Deletes segments that every cursor
-    /// has now consumed and returns how many.
+    /// has now consumed and returns how many. On an error the cursor is at
+    /// its old position, or — when only that deletion failed — already at
+    /// `lsn`; committing again is safe either way.
     pub async fn commit(&self, lsn: u64) -> Result<usize> {
         self.wal.store_cursor(&self.name, lsn).await
     }

@@ -16,8 +16,11 @@ pub enum SyncPolicy {
         /// The longest an appended record waits for its fsync.
         interval: Duration,
     },
-    /// Never fsync; acknowledge after the write. Loses data on power loss:
-    /// for tests only.
+    /// Never fsync (except when sealing a segment); acknowledge after the
+    /// write. Power loss may lose acknowledged records of the active
+    /// segment (a suffix of them: what survives is a prefix of the log), and
+    /// a cursor committed past what survived makes the next open refuse
+    /// with `Corruption`. For tests only.
     Never,
 }
 

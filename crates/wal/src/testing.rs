@@ -16,7 +16,7 @@ enum Pending {
     SetLen(usize),
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct MemFile {
     /// The bytes as the process sees them.
     data: Vec<u8>,
@@ -49,12 +49,119 @@ struct MemState {
     durable_entries: BTreeMap<PathBuf, u64>,
     dirs: Vec<PathBuf>,
     fail_sync: bool,
+    power: Power,
+}
+
+/// A power cut, armed or done.
+#[derive(Default)]
+struct Power {
+    /// Changes still allowed before the power goes off; `None`: stays on.
+    changes_left: Option<u64>,
+    /// Chooses what of the unsynced changes survives.
+    seed: u64,
+    /// Once the power is off: the filesystem as it comes back.
+    survivor: Option<MemFs>,
+}
+
+fn power_is_off() -> io::Error {
+    io::Error::other("the power is off (simulated power loss)")
+}
+
+/// What survives power loss now: unsynced directory changes undone, and
+/// each file its synced content plus a prefix (chosen by `seed`) of the
+/// changes made since, in order, the last kept write possibly torn.
+fn survivor_of(state: &MemState, seed: u64) -> MemState {
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as usize
+    };
+    let mut live: Vec<u64> = state.durable_entries.values().copied().collect();
+    live.sort_unstable();
+    live.dedup();
+    let mut files = HashMap::new();
+    // In id order, so that a seed always picks the same outcome.
+    for id in live {
+        let Some(file) = state.files.get(&id) else {
+            continue;
+        };
+        let mut data = file.durable.clone();
+        let kept = next() % (file.pending.len() + 1);
+        for (i, change) in file.pending.iter().enumerate().take(kept) {
+            match change {
+                Pending::Write { offset, bytes } if i + 1 == kept => {
+                    let torn = next() % (bytes.len() + 1);
+                    apply(
+                        &mut data,
+                        &Pending::Write {
+                            offset: *offset,
+                            bytes: bytes[..torn].to_vec(),
+                        },
+                    );
+                }
+                change => apply(&mut data, change),
+            }
+        }
+        let durable = data.clone();
+        files.insert(
+            id,
+            MemFile {
+                data,
+                durable,
+                pending: Vec::new(),
+            },
+        );
+    }
+    MemState {
+        files,
+        next_id: state.next_id,
+        entries: state.durable_entries.clone(),
+        durable_entries: state.durable_entries.clone(),
+        dirs: state.dirs.clone(),
+        fail_sync: false,
+        power: Power::default(),
+    }
+}
+
+/// Fails once the power is off. A `change` (a write, sync, truncation or
+/// directory change) also counts down an armed power cut, and the one that
+/// finds none left cuts the power instead of happening.
+fn check_power(state: &mut MemState, change: bool) -> io::Result<()> {
+    if state.power.survivor.is_some() {
+        return Err(power_is_off());
+    }
+    if !change {
+        return Ok(());
+    }
+    match state.power.changes_left {
+        Some(0) => {
+            let survivor = survivor_of(state, state.power.seed);
+            state.power.survivor = Some(MemFs {
+                state: Arc::new(Mutex::new(survivor)),
+            });
+            Err(power_is_off())
+        }
+        Some(n) => {
+            state.power.changes_left = Some(n - 1);
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// An in-memory filesystem with crash semantics: data survives a
 /// [`MemFs::crash`] only once fsynced, directory changes only once their
 /// directory is synced, and of the changes made since the last sync a random
 /// prefix survives, the last one possibly torn (in-order write-back).
+///
+/// [`MemFs::crash`] is for a process that has stopped. To lose power while
+/// the log is still running — in the middle of a group commit —
+/// [`MemFs::cut_power_after`] or [`MemFs::cut_power`] freeze the image that
+/// survives at that instant and make every later call fail, so nothing the
+/// process does afterwards (the writer failing its batch, rolling back,
+/// shutting down) reaches it; [`MemFs::after_power_cut`] returns it.
 #[derive(Clone, Default)]
 pub struct MemFs {
     state: Arc<Mutex<MemState>>,
@@ -84,39 +191,40 @@ impl MemFs {
     /// Call only after the log using it is dropped.
     pub fn crash(&self, seed: u64) {
         let mut state = guard(&self.state);
-        state.fail_sync = false;
-        state.entries = state.durable_entries.clone();
-        let live: Vec<u64> = state.entries.values().copied().collect();
-        state.files.retain(|id, _| live.contains(id));
-        let mut rng = seed;
-        let mut next = move || {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (rng >> 33) as usize
-        };
-        for file in state.files.values_mut() {
-            let mut data = file.durable.clone();
-            let kept = next() % (file.pending.len() + 1);
-            for (i, change) in file.pending.iter().enumerate().take(kept) {
-                match change {
-                    Pending::Write { offset, bytes } if i + 1 == kept => {
-                        let torn = next() % (bytes.len() + 1);
-                        apply(
-                            &mut data,
-                            &Pending::Write {
-                                offset: *offset,
-                                bytes: bytes[..torn].to_vec(),
-                            },
-                        );
-                    }
-                    change => apply(&mut data, change),
-                }
-            }
-            file.data = data.clone();
-            file.durable = data;
-            file.pending.clear();
+        *state = survivor_of(&state, seed);
+    }
+
+    /// Arms a power cut: the next `changes` changes (file writes, syncs and
+    /// truncations, file creation, renames, removals, directory syncs) go
+    /// through; the one after that does not happen, and the power goes off
+    /// instead, as with [`MemFs::cut_power`]. Reads are not counted.
+    pub fn cut_power_after(&self, changes: u64, seed: u64) {
+        let mut state = guard(&self.state);
+        state.power.changes_left = Some(changes);
+        state.power.seed = seed;
+    }
+
+    /// Cuts the power now, while the process may still be running: returns
+    /// the filesystem as it comes back (what [`MemFs::crash`] would keep,
+    /// chosen by `seed`), and from now on every call on this one fails, so
+    /// nothing done afterwards reaches the returned image. If the power is
+    /// already off, returns the image of that cut.
+    pub fn cut_power(&self, seed: u64) -> MemFs {
+        let mut state = guard(&self.state);
+        if let Some(survivor) = &state.power.survivor {
+            return survivor.clone();
         }
+        let survivor = MemFs {
+            state: Arc::new(Mutex::new(survivor_of(&state, seed))),
+        };
+        state.power.survivor = Some(survivor.clone());
+        survivor
+    }
+
+    /// The filesystem as it comes back from the power cut, once the power
+    /// went off; `None` while it is on.
+    pub fn after_power_cut(&self) -> Option<MemFs> {
+        guard(&self.state).power.survivor.clone()
     }
 
     /// The bytes of a file as the process sees them, if it exists.
@@ -145,8 +253,15 @@ struct MemHandle {
 }
 
 impl MemHandle {
-    fn with<T>(&self, f: impl FnOnce(&mut MemFile, bool) -> io::Result<T>) -> io::Result<T> {
+    /// Runs `f` on the file, once the power check for a `change` (or a
+    /// read) has passed.
+    fn with<T>(
+        &self,
+        change: bool,
+        f: impl FnOnce(&mut MemFile, bool) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut state = guard(&self.state);
+        check_power(&mut state, change)?;
         let fail_sync = state.fail_sync;
         match state.files.get_mut(&self.id) {
             Some(file) => f(file, fail_sync),
@@ -157,7 +272,7 @@ impl MemHandle {
 
 impl WalFile for MemHandle {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with(|f, _| {
+        self.with(true, |f, _| {
             let change = Pending::Write {
                 offset: offset as usize,
                 bytes: buf.to_vec(),
@@ -168,7 +283,7 @@ impl WalFile for MemHandle {
         })
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        self.with(|f, fail| {
+        self.with(true, |f, fail| {
             if fail {
                 return Err(io::Error::other("injected fsync failure"));
             }
@@ -178,7 +293,7 @@ impl WalFile for MemHandle {
         })
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.with(|f, _| {
+        self.with(true, |f, _| {
             let change = Pending::SetLen(len as usize);
             apply(&mut f.data, &change);
             f.pending.push(change);
@@ -186,10 +301,10 @@ impl WalFile for MemHandle {
         })
     }
     fn size(&self) -> io::Result<u64> {
-        self.with(|f, _| Ok(f.data.len() as u64))
+        self.with(false, |f, _| Ok(f.data.len() as u64))
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.with(|f, _| {
+        self.with(false, |f, _| {
             let start = (offset as usize).min(f.data.len());
             let n = buf.len().min(f.data.len() - start);
             buf[..n].copy_from_slice(&f.data[start..start + n]);
@@ -205,13 +320,15 @@ fn not_found(path: &Path) -> io::Error {
 impl FileSystem for MemFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = guard(&self.state);
+        check_power(&mut state, false)?;
         if !state.dirs.iter().any(|d| d == path) {
             state.dirs.push(path.to_path_buf());
         }
         Ok(())
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        let state = guard(&self.state);
+        let mut state = guard(&self.state);
+        check_power(&mut state, false)?;
         Ok(state
             .entries
             .keys()
@@ -221,6 +338,7 @@ impl FileSystem for MemFs {
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
         let mut state = guard(&self.state);
+        check_power(&mut state, true)?;
         let id = state.next_id;
         state.next_id += 1;
         state.files.insert(id, MemFile::default());
@@ -231,7 +349,8 @@ impl FileSystem for MemFs {
         }))
     }
     fn open(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
-        let state = guard(&self.state);
+        let mut state = guard(&self.state);
+        check_power(&mut state, false)?;
         let id = *state.entries.get(path).ok_or_else(|| not_found(path))?;
         Ok(Box::new(MemHandle {
             state: self.state.clone(),
@@ -240,17 +359,20 @@ impl FileSystem for MemFs {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = guard(&self.state);
+        check_power(&mut state, true)?;
         let id = state.entries.remove(from).ok_or_else(|| not_found(from))?;
         state.entries.insert(to.to_path_buf(), id);
         Ok(())
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = guard(&self.state);
+        check_power(&mut state, true)?;
         state.entries.remove(path).ok_or_else(|| not_found(path))?;
         Ok(())
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = guard(&self.state);
+        check_power(&mut state, true)?;
         let current: Vec<(PathBuf, u64)> = state
             .entries
             .iter()

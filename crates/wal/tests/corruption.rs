@@ -288,6 +288,31 @@ async fn torn_segment_header_is_rewritten() {
     assert_eq!(wal.append(b"x".to_vec()).await.unwrap(), first_of_last);
 }
 
+#[tokio::test]
+async fn a_torn_segment_header_under_a_cursor_that_consumed_its_records_refuses_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), real_options(SEGMENT)).unwrap();
+        for i in 1..=200 {
+            wal.append(payload(i)).await.unwrap();
+        }
+        wal.cursor("a").await.unwrap().commit(200).await.unwrap();
+    }
+    let files = segment_files(dir.path());
+    let last = files.last().unwrap();
+    assert!(wal_first_lsn(last) <= 200, "the last segment holds records");
+    let file = OpenOptions::new().write(true).open(last).unwrap();
+    file.set_len(7).unwrap();
+    drop(file);
+    match Wal::open(dir.path(), real_options(SEGMENT)) {
+        Err(WalError::Corruption { file, offset, .. }) => {
+            assert_eq!((&file, offset), (last, 0));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(len(last), 7, "nothing was rewritten");
+}
+
 fn wal_first_lsn(path: &Path) -> u64 {
     path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
 }
