@@ -6,7 +6,7 @@
 
 use super::state_file::{self, StateFileError};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -27,6 +27,10 @@ pub struct CollectionEntry {
     pub created_lsn: Option<u64>,
     /// Physical id per server name.
     pub physical: BTreeMap<String, String>,
+    /// Servers that deleted it (by name): its id must never be resolved by
+    /// name there again, since another collection may have taken the name.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub gone: BTreeSet<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -72,6 +76,7 @@ impl Maps {
         if let Some(physical) = entry.physical.remove(&servers[server]) {
             self.by_physical[server].remove(&physical);
         }
+        entry.gone.insert(servers[server].clone());
         if entry.physical.is_empty() {
             self.by_logical.remove(logical);
         }
@@ -101,6 +106,7 @@ impl Maps {
                 name: name.to_string(),
                 created_lsn,
                 physical: BTreeMap::new(),
+                gone: BTreeSet::new(),
             },
         );
         logical
@@ -116,7 +122,9 @@ impl Maps {
         self.by_logical
             .values()
             .filter(|c| c.tenant == tenant && c.database == database && c.name == name)
-            .filter(|c| missing_on.is_none_or(|s| !c.physical.contains_key(s)))
+            .filter(|c| {
+                missing_on.is_none_or(|s| !c.physical.contains_key(s) && !c.gone.contains(s))
+            })
             .max_by_key(|c| c.created_lsn)
             .map(|c| c.logical.clone())
     }
@@ -221,6 +229,7 @@ impl IdMap {
                         && c.database == database
                         && c.name == name
                         && !c.physical.contains_key(server_name)
+                        && !c.gone.contains(server_name)
                 })
                 .map(|c| c.logical.clone())
         };
@@ -261,6 +270,15 @@ impl IdMap {
         drop(maps);
         self.changed();
         logical
+    }
+
+    /// Whether `server` deleted the collection `logical` (so its name now
+    /// means nothing for that id there).
+    pub fn is_gone_on(&self, logical: &str, server: usize) -> bool {
+        self.maps()
+            .by_logical
+            .get(logical)
+            .is_some_and(|c| c.gone.contains(&self.servers[server]))
     }
 
     /// Links `logical` to `physical` on `server` (found by name).
@@ -376,6 +394,26 @@ mod tests {
         let again = map(dir.path());
         assert_eq!(again.physical("R1", 0).as_deref(), Some("P1"));
         assert_eq!(again.physical("R1", 1).as_deref(), Some("R1"));
+    }
+
+    #[tokio::test]
+    async fn a_collection_deleted_on_one_server_is_never_matched_by_name_there_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let old = ids.learn_created(1, 0, "t", "d", "taken", "P1");
+        ids.learn_created(1, 1, "t", "d", "taken", "R1");
+        ids.forget(0, "t", "d", "taken");
+        assert!(ids.is_gone_on(&old, 0));
+        assert!(
+            !ids.is_gone_on(&old, 1),
+            "the replica has not deleted it yet"
+        );
+        // Another collection takes the name on the primary: a new id.
+        let new = ids.adopt(0, "t", "d", "taken", "P2");
+        assert_ne!(new, old);
+        assert_eq!(ids.physical(&old, 0), None);
+        ids.persist().await.unwrap();
+        assert!(map(dir.path()).is_gone_on(&old, 0), "kept across restarts");
     }
 
     #[test]

@@ -37,6 +37,10 @@ impl Replicator {
     /// name, and remembers it.
     pub(super) async fn resolve(&self, index: usize, logical: &str) -> Option<String> {
         let entry = self.idmap.get(logical)?;
+        if self.idmap.is_gone_on(logical, index) {
+            // Deleted there: another collection may have taken its name.
+            return None;
+        }
         let response = self
             .get_by_name(index, &entry.tenant, &entry.database, &entry.name)
             .await?;
