@@ -4,7 +4,10 @@
 //!
 //! - [`record`]: what goes into the log (entries, decisions).
 //! - [`ledger`]: decisions and executions under way; the crash rule.
-//! - `applier`: one task per server, conflict-ordered parallel apply.
+//! - `applier`: one task per server, driving its [`window`](self) of entries.
+//! - `window`: the order and repeat rules (no I/O).
+//! - `apply_entry`: executing or replaying one entry on one server.
+//! - [`applied`]: each server's durable applied state, group-committed.
 //! - `write`: executor choice, the client write path, refusals.
 //! - `read`: which servers may serve a read; unknown routes.
 //! - `ids`: logical ↔ physical ids in paths and answers, adoption, learning.
@@ -16,6 +19,7 @@
 
 pub mod applied;
 mod applier;
+mod apply_entry;
 mod dead_letter_ops;
 pub mod dead_letters;
 pub mod idmap;
