@@ -104,6 +104,8 @@ struct Applier {
     /// A commit of the applied state under way.
     committing: bool,
     commits: mpsc::UnboundedSender<(AppliedState, Result<(), String>)>,
+    /// The cursor of the durable applied state.
+    durable: u64,
     /// Where the log's cursor stands, and when it last moved.
     log_cursor: u64,
     log_cursor_at: Instant,
@@ -126,6 +128,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         index,
         name: backend.name().to_string(),
         log_cursor: rep.cursors[index].position(),
+        durable: state.cursor,
         window: Window::new(state, capacity),
         running: JoinSet::new(),
         tasks: HashMap::new(),
@@ -179,6 +182,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
                 if a.window.has_undurable() {
                     a.commit();
                 }
+                a.follow_with_log_cursor().await;
             }
             Some(done) = a.running.join_next_with_id(), if !a.running.is_empty() => a.task_done(done),
             record = reader.next(), if a.window.has_room() => {
@@ -345,23 +349,29 @@ impl Applier {
         });
     }
 
+    /// Moves the log's cursor to the durable applied position, at most once
+    /// every [`LOG_CURSOR_INTERVAL`]. It trails the applied state: it only
+    /// decides which segments the log may delete.
+    async fn follow_with_log_cursor(&mut self) {
+        if self.durable <= self.log_cursor || self.log_cursor_at.elapsed() < LOG_CURSOR_INTERVAL {
+            return;
+        }
+        match self.rep.cursors[self.index].commit(self.durable).await {
+            Ok(_) => self.log_cursor = self.durable,
+            Err(e) => {
+                tracing::error!(server = %self.name, error = %e, "saving the log cursor failed")
+            }
+        }
+        self.log_cursor_at = Instant::now();
+    }
+
     async fn committed(&mut self, state: AppliedState, result: Result<(), String>) {
         self.committing = false;
         match result {
             Ok(()) => {
                 self.window.committed(&state);
-                let due = self.log_cursor_at.elapsed() >= LOG_CURSOR_INTERVAL;
-                if state.cursor > self.log_cursor && due {
-                    // The log's cursor trails the applied state: it only
-                    // decides which segments the log may delete.
-                    match self.rep.cursors[self.index].commit(state.cursor).await {
-                        Ok(_) => self.log_cursor = state.cursor,
-                        Err(e) => {
-                            tracing::error!(server = %self.name, error = %e, "saving the log cursor failed")
-                        }
-                    }
-                    self.log_cursor_at = Instant::now();
-                }
+                self.durable = state.cursor;
+                self.follow_with_log_cursor().await;
             }
             Err(e) => {
                 self.rep.progress[self.index]
