@@ -56,7 +56,9 @@ pub fn gateway_env(overrides: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Starts a gateway in front of `primary` and `replica` with
-/// [`gateway_env`]`(overrides)`; its log and data survive restarts.
+/// [`gateway_env`]`(overrides)` and nothing else of chroma-ha's settings
+/// from the test's environment ([`GatewayProcess::start_clean`]); its log
+/// and data survive restarts.
 pub fn start_gateway(primary: &str, replica: &str, overrides: &[(&str, &str)]) -> GatewayProcess {
     let args: Vec<String> = [
         "serve",
@@ -72,7 +74,7 @@ pub fn start_gateway(primary: &str, replica: &str, overrides: &[(&str, &str)]) -
     .iter()
     .map(|s| s.to_string())
     .collect();
-    GatewayProcess::start(&chroma_ha_bin(), &args, &gateway_env(overrides))
+    GatewayProcess::start_clean(&chroma_ha_bin(), &args, &gateway_env(overrides))
 }
 
 /// Two real Chroma servers (primary, replica) behind a real gateway.
