@@ -329,11 +329,16 @@ pub fn summary_line(
     extra: &str,
 ) {
     eprintln!(
-        "FAULT-SUMMARY test={test} acknowledged_writes={} failed_writes={} unknown_writes={} \
+        "FAULT-SUMMARY test={test} attempted_writes={} acknowledged_writes={} failed_writes={} unknown_writes={} \
+         unknown_applied={} unknown_not_applied={} unknown_unresolved={} \
          writes_lost={} failed_writes_present={} servers_identical={} failover_window={} reads_ok={}/{} {extra}",
+        result.writes.len(),
         result.count(workload::Outcome::Acked),
         result.count(workload::Outcome::Failed),
         result.count(workload::Outcome::Unknown),
+        check.unknown_applied(),
+        check.unknown_not_applied(),
+        check.unresolved().len(),
         check.lost(),
         check.phantoms(),
         if check.identical { "yes" } else { "no" },
