@@ -1260,11 +1260,30 @@ fn writes_queued_behind_an_in_doubt_entry_fail_over() {
         &json!({"name": "qd-c0"}),
     ));
     let add_url = format!("{}/{coll}/add", collections_url(&gw, DATABASE));
+    let record = |id: &str, emb: Vec<f32>| Content {
+        doc: id.to_string(),
+        meta: Value::Null,
+        emb,
+    };
+    let (qd0, qd1) = (
+        record("qd-0", vec![0.5, 0.5]),
+        record("qd-1", vec![0.25, 0.5]),
+    );
     let r = post_json(
         &add_url,
-        &json!({"ids": ["qd-0"], "embeddings": [[0.5, 0.5]], "documents": ["qd-0"]}),
+        &json!({"ids": ["qd-0"], "embeddings": [qd0.emb], "documents": [qd0.doc]}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
+    // What the servers must hold in the end: what the gateway acknowledged.
+    let mut model = fault_kit::workload::Model::default();
+    model.note_collection("qd-c0", Outcome::Acked);
+    model.note_write(
+        "qd-c0",
+        RecordOp::Add,
+        &["qd-0".to_string()],
+        std::slice::from_ref(&qd0),
+        Outcome::Acked,
+    );
 
     // The primary hangs: the creation is sent to it and gets no answer.
     c.primary.pause();
@@ -1280,11 +1299,12 @@ fn writes_queued_behind_an_in_doubt_entry_fail_over() {
     });
     std::thread::sleep(Duration::from_millis(100));
     // Assigned to the primary (still healthy), queued behind the creation.
+    let qd1_body = qd1.clone();
     let add = std::thread::spawn(move || {
         let t = Instant::now();
         let r = post_json(
             &add_url,
-            &json!({"ids": ["qd-1"], "embeddings": [[0.25, 0.5]], "documents": ["qd-1"]}),
+            &json!({"ids": ["qd-1"], "embeddings": [qd1_body.emb], "documents": [qd1_body.doc]}),
         );
         (
             r.status,
@@ -1313,20 +1333,39 @@ fn writes_queued_behind_an_in_doubt_entry_fail_over() {
     );
     assert_eq!(add_backend.as_deref(), Some("replica"));
 
+    model.note_collection("qd-c1", fault_kit::workload::classify_status(create_status));
+    model.note_write(
+        "qd-c0",
+        RecordOp::Add,
+        &["qd-1".to_string()],
+        std::slice::from_ref(&qd1),
+        fault_kit::workload::classify_status(add_status),
+    );
+
     c.primary.restart();
     wait_caught_up(&gw, CATCH_UP);
-    let v = verify(
-        &c.server_urls(),
-        &fault_kit::workload::Model::default(),
-        "qd-never",
-        &[],
-    );
+    // Every server holds exactly the acknowledged writes: qd-c0 with qd-0
+    // and qd-1, and qd-c1 (empty); any other "qd-" collection is a phantom.
+    let v = verify(&c.server_urls(), &model, "qd-", &[]);
+    let acked = 2 + [create_status, add_status]
+        .iter()
+        .filter(|s| (200..300).contains(*s))
+        .count();
     eprintln!(
-        "FAULT-SUMMARY test={test} acknowledged_writes=4 writes_lost=n/a servers_identical={} queued_write_latency={:.3}s",
+        "FAULT-SUMMARY test={test} acknowledged_writes={acked} writes_lost={} failed_writes_present={} \
+         unknown_writes={} servers_identical={} queued_write_latency={:.3}s",
+        v.lost(),
+        v.phantoms(),
+        v.unknown.len(),
         if v.identical { "yes" } else { "no" },
         add_took.as_secs_f64()
     );
-    assert!(v.identical, "{test}: {}", v.compare_report);
+    v.assert_ok(test);
+    assert_eq!(
+        v.servers.iter().map(|s| s.checked).min(),
+        Some(4),
+        "{test}: the check looked at qd-c0, qd-0, qd-1 and qd-c1 on every server"
+    );
     assert_no_dead_letters(test, &c);
 }
 
