@@ -519,6 +519,11 @@ fn assert_chroma_error(what: &str, r: &support::HttpResponse) {
     );
 }
 
+/// What "at once" means for a 503 while no server is up: far more than the
+/// ~1 ms measured, well under the 3 s REQUEST_TIMEOUT a waiting gateway
+/// would spend.
+const AT_ONCE: Duration = Duration::from_secs(2);
+
 #[test]
 fn all_servers_down_answers_503_at_once_and_logs_nothing() {
     let _serial = serial();
@@ -663,12 +668,14 @@ fn all_servers_down_answers_503_at_once_and_logs_nothing() {
             detected.as_secs_f64()
         ),
     );
+    // "At once": not after waiting for a server. Measured about 1 ms; a
+    // gateway that waited would take its REQUEST_TIMEOUT (3 s) or more.
     assert!(
-        max_w < Duration::from_millis(500),
+        max_w < AT_ONCE,
         "{test}: a write 503 took {max_w:?}: {write_latencies:?}"
     );
     assert!(
-        max_r < Duration::from_millis(500),
+        max_r < AT_ONCE,
         "{test}: a read 503 took {max_r:?}: {read_latencies:?}"
     );
     assert_eq!(
@@ -1165,8 +1172,10 @@ fn hung_replica_does_not_block_writes_and_catches_up() {
     let _serial = serial();
     let test = "hung_replica";
     let prefix = "hr";
+    // The replica hangs longer than REQUEST_TIMEOUT (its applies time out
+    // and are retried); a write that waited for it would take the timeout.
     let c = Cluster::start(&[
-        ("CHROMA_HA_REQUEST_TIMEOUT", "2"),
+        ("CHROMA_HA_REQUEST_TIMEOUT", "4"),
         ("CHROMA_HA_PROBE_TIMEOUT", "0.3"),
     ]);
     let w = Workload::start(&c.gw(), WorkloadSpec::new(prefix));
@@ -1174,7 +1183,7 @@ fn hung_replica_does_not_block_writes_and_catches_up() {
 
     let t_pause = Instant::now();
     c.replica.pause();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(6));
     let lag = instance(&status_now(&c.gw()), "replica")["lag_entries"]
         .as_u64()
         .unwrap_or(0);
@@ -1227,9 +1236,11 @@ fn hung_replica_does_not_block_writes_and_catches_up() {
         paused_acked.len() >= 30 && collections.len() >= 3,
         "{test}: writes did not go on across collections while the replica hung"
     );
+    // Measured worst: about 0.4 s on a loaded 2-core machine. A write that
+    // waited for the hung replica would take REQUEST_TIMEOUT (4 s).
     assert!(
-        worst < Duration::from_secs(1),
-        "{test}: a write took {worst:?} while the replica hung (REQUEST_TIMEOUT 2 s): writes must not wait for it"
+        worst < Duration::from_millis(2500),
+        "{test}: a write took {worst:?} while the replica hung (REQUEST_TIMEOUT 4 s): writes must not wait for it"
     );
     assert!(lag > 0, "{test}: the hung replica should lag");
     assert_eq!(
