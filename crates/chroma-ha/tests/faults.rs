@@ -7,9 +7,17 @@
 //! the fault, heals it, waits until every server has applied the whole log,
 //! and then checks EVERY server directly ([`fault_kit::verify`]): every
 //! acknowledged write present, nothing a client was told failed present, all
-//! servers identical (`chroma_ha::check::compare_servers`). Each test prints
-//! a `FAULT-SUMMARY` line (acknowledged writes, writes lost, servers
-//! identical, failover window).
+//! servers identical (`chroma_ha::check::compare_servers`). Writes without
+//! a verdict (timeouts, broken connections, 504, other 5xx than 503/507)
+//! are resolved on every server (applied or not, alike everywhere and for
+//! all ids of the write) and their number is bounded per test
+//! ([`UnknownBound`]). Each test prints a `FAULT-SUMMARY` line (attempted,
+//! acknowledged, failed and unknown writes and how the unknown ones
+//! resolved, writes lost, servers identical, failover window).
+//!
+//! Time bounds are kept only where the time is the behaviour under test
+//! (503 "at once", the failover window, writes not waiting for a hung
+//! replica), several times the measured figure, which each test prints.
 //!
 //! Tests: 1 primary SIGKILLed mid-load; 2 replica SIGKILLed; 3 primary then
 //! replica SIGKILLed, restarted in the opposite order; 4 the gateway
@@ -21,7 +29,8 @@
 //! database churn under load (Chroma's transient "database is locked").
 //!
 //! The tests run one at a time (a lock), so their timings do not disturb
-//! each other; each one takes some 2–15 s, the whole file about 75 s.
+//! each other; each one takes some 5–35 s, the whole file about 3.5 min
+//! on a loaded 2-core machine.
 
 mod fault_kit;
 mod support;
@@ -43,8 +52,76 @@ const CATCH_UP: Duration = Duration::from_secs(60);
 /// Bound of every "the workload makes progress" wait.
 const PROGRESS: Duration = Duration::from_secs(30);
 
+/// How many of a test's writes may end without a verdict (timeout, broken
+/// connection, 504, a 5xx other than 503/507): `floor`, or `fraction` of
+/// the writes attempted if that is more. Each test's bound is a few times
+/// what it was measured to produce (see the `unknown_writes=` figure of
+/// its FAULT-SUMMARY line), so a gateway that answers writes with errors
+/// that promise nothing fails the test even if it applies them.
+#[derive(Debug, Clone, Copy)]
+struct UnknownBound {
+    floor: usize,
+    fraction: f64,
+}
+
+impl UnknownBound {
+    fn allowed(self, attempted: usize) -> usize {
+        self.floor
+            .max((attempted as f64 * self.fraction).floor() as usize)
+    }
+}
+
+/// Tests whose faults break no client connection to the gateway. Measured:
+/// 0 unknown writes in each (of 100–330 attempted). A write can still get
+/// a 504 if no server answers it within `request_timeout` + 5 s, so at most
+/// one per workload task in flight at the fault (4 writers and a creator),
+/// or 2 % of the writes.
+const FEW_UNKNOWN: UnknownBound = UnknownBound {
+    floor: 5,
+    fraction: 0.02,
+};
+
+/// At most one write per workload task (4 writers and a creator) in flight
+/// at each of `kills` gateway SIGKILLs.
+const fn in_flight_at_kills(kills: usize) -> UnknownBound {
+    UnknownBound {
+        floor: 5 * kills,
+        fraction: 0.0,
+    }
+}
+
+/// Asserts that every write without a verdict was in flight during one of
+/// `kills` (from just before a SIGKILL of the gateway to just after it):
+/// only the broken connection may leave a client without a verdict.
+fn assert_unknown_only_at_kills(test: &str, result: &WorkloadResult, kills: &[(Instant, Instant)]) {
+    let stray: Vec<String> = result
+        .writes
+        .iter()
+        .filter(|w| w.outcome == Outcome::Unknown)
+        .filter(|w| !kills.iter().any(|(a, b)| w.start <= *b && w.end >= *a))
+        .map(|w| {
+            format!(
+                "{} {} {} status={:?} err={:?} sent {:.3}s after the start",
+                w.who,
+                w.kind,
+                w.collection,
+                w.status,
+                w.error,
+                w.start.duration_since(result.started).as_secs_f64()
+            )
+        })
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "{test}: writes got no verdict although no gateway kill broke their connection:\n{}",
+        stray.join("\n")
+    );
+}
+
 /// Stops nothing; waits for catch-up, checks every server, prints the
-/// summary line, and asserts the invariants shared by all tests.
+/// summary line, and asserts the invariants shared by all tests, among
+/// them that the writes without a verdict are within `unknown`.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     test: &str,
     cluster: &Cluster,
@@ -52,22 +129,39 @@ fn finish(
     prefix: &str,
     extra_scopes: &[(&str, &str)],
     failover: Option<Duration>,
+    unknown: UnknownBound,
     extra: &str,
 ) -> Verification {
     let gw = cluster.gw();
     let took = wait_caught_up(&gw, CATCH_UP);
     let v = verify(&cluster.server_urls(), &result.model, prefix, extra_scopes);
+    let attempted = result.writes.len();
+    let allowed = unknown.allowed(attempted);
     summary_line(
         test,
         result,
         &v,
         failover,
-        &format!("catch_up={:.3}s {extra}", took.as_secs_f64()),
+        &format!(
+            "unknown_allowed={allowed} catch_up={:.3}s {extra}",
+            took.as_secs_f64()
+        ),
     );
     eprintln!("{test}: {}", result.describe());
     assert!(
         result.count(Outcome::Acked) > 0,
         "{test}: no write was acknowledged"
+    );
+    let unknown_writes = result.count(Outcome::Unknown);
+    assert!(
+        unknown_writes <= allowed,
+        "{test}: {unknown_writes} of {attempted} writes got no verdict (allowed {allowed}); first ones:\n{}",
+        result.sample(Outcome::Unknown, 10).join("\n")
+    );
+    assert_eq!(
+        v.unknown.len(),
+        unknown_writes,
+        "{test}: every write without a verdict is in the model, to be resolved"
     );
     assert!(
         result.stale_reads.is_empty(),
@@ -166,6 +260,7 @@ fn primary_killed_mid_load_writes_continue_and_primary_catches_up() {
         prefix,
         &[],
         failover,
+        FEW_UNKNOWN,
         &format!(
             "outage_writes_acked_by_replica={by_replica}/{} outage_reads_ok={outage_reads_ok}/{}",
             outage.len(),
@@ -225,6 +320,7 @@ fn replica_killed_and_restarted() {
         prefix,
         &[],
         None,
+        FEW_UNKNOWN,
         &format!(
             "replica_lag_while_down={lag_while_down} outage_writes={} outage_writes_not_acked={} \
              outage_reads_failed={outage_reads_failed}/{}",
@@ -274,6 +370,26 @@ fn primary_then_replica_killed_restarted_in_opposite_order() {
     wait_until("/ready says not ready", Duration::from_secs(10), || {
         http_get(&format!("{gw}/ready"), Duration::from_secs(2)).is_ok_and(|r| r.status == 503)
     });
+    // A write of the test's own while no server is up: refused with 503
+    // (the workload's writers may all be waiting on writes in flight at
+    // the kill, so they need not send one in this window).
+    let (probe_coll, probe_coll_id) = w.fixed()[0].clone();
+    let probe = Content {
+        doc: format!("{prefix}-all-down-probe@probe"),
+        meta: json!({"probe": 1}),
+        emb: vec![0.5; 8],
+    };
+    let probe_ids = vec![format!("{prefix}-all-down-probe")];
+    let r = post_json(
+        &format!("{}/{probe_coll_id}/add", collections_url(&gw, DATABASE)),
+        &json!({"ids": probe_ids, "embeddings": [probe.emb], "documents": [probe.doc], "metadatas": [probe.meta]}),
+    );
+    assert_eq!(
+        r.status,
+        503,
+        "{test}: a write while no server is up: {}",
+        r.text()
+    );
     std::thread::sleep(Duration::from_millis(1500));
 
     // Replica first: writes resume through it.
@@ -286,7 +402,15 @@ fn primary_then_replica_killed_restarted_in_opposite_order() {
     let t_primary_back = Instant::now();
     c.primary.restart();
     w.wait_for_more_acks(40, PROGRESS);
-    let result = w.stop();
+    let mut result = w.stop();
+    // The probe was told 503: it must be absent everywhere.
+    result.model.note_write(
+        &probe_coll,
+        RecordOp::Add,
+        &probe_ids,
+        &[probe],
+        Outcome::Failed,
+    );
 
     let all_down = result.writes_started_in(t_all_down + Duration::from_secs(1), t_replica_back);
     let refused_503 = all_down.iter().filter(|w| w.status == Some(503)).count();
@@ -305,6 +429,7 @@ fn primary_then_replica_killed_restarted_in_opposite_order() {
         prefix,
         &[],
         first.map(|op| op.end.duration_since(t_primary_down)),
+        FEW_UNKNOWN,
         &format!(
             "all_down_writes={} all_down_503={refused_503} resumed_after_replica_restart={} \
              acked_via_replica_before_primary_back={via_replica}",
@@ -314,10 +439,6 @@ fn primary_then_replica_killed_restarted_in_opposite_order() {
                 op.end.duration_since(t_replica_back).as_secs_f64()
             )),
         ),
-    );
-    assert!(
-        refused_503 > 0,
-        "{test}: no write got a 503 while both servers were down"
     );
     assert_eq!(
         acked_all_down, 0,
@@ -344,8 +465,11 @@ fn gateway_sigkilled_mid_load_four_times() {
     let gw = c.gw();
     let w = Workload::start(&gw, WorkloadSpec::new(prefix));
     let mut lsns = Vec::new();
+    let mut kills = Vec::new();
     let mut kill_gateway = |c: &mut Cluster, round: u32, note: &str| {
+        let before = Instant::now();
         c.gateway.kill();
+        kills.push((before, Instant::now()));
         std::thread::sleep(Duration::from_millis(300));
         c.gateway.restart();
         wait_until("gateway ready", Duration::from_secs(20), || {
@@ -394,8 +518,10 @@ fn gateway_sigkilled_mid_load_four_times() {
         prefix,
         &[],
         None,
+        in_flight_at_kills(4),
         &format!("gateway_kills=4 gateway_starts={starts} recovered_lsns={lsns:?}"),
     );
+    assert_unknown_only_at_kills(test, &result, &kills);
     assert_eq!(starts, 5, "{test}: the gateway should have started 5 times");
     assert!(
         lsns.windows(2).all(|p| p[0] < p[1]),
@@ -416,6 +542,11 @@ fn assert_chroma_error(what: &str, r: &support::HttpResponse) {
         "{what}: not a Chroma-style error body: {v}"
     );
 }
+
+/// What "at once" means for a 503 while no server is up: far more than the
+/// ~1 ms measured, well under the 3 s REQUEST_TIMEOUT a waiting gateway
+/// would spend.
+const AT_ONCE: Duration = Duration::from_secs(2);
 
 #[test]
 fn all_servers_down_answers_503_at_once_and_logs_nothing() {
@@ -553,6 +684,7 @@ fn all_servers_down_answers_503_at_once_and_logs_nothing() {
         prefix,
         &[],
         None,
+        FEW_UNKNOWN,
         &format!(
             "max_503_write_ms={:.1} max_503_read_ms={:.1} detection_s={:.3} last_lsn_before={lsn_before} last_lsn_after={lsn_after}",
             max_w.as_secs_f64() * 1000.0,
@@ -560,12 +692,14 @@ fn all_servers_down_answers_503_at_once_and_logs_nothing() {
             detected.as_secs_f64()
         ),
     );
+    // "At once": not after waiting for a server. Measured about 1 ms; a
+    // gateway that waited would take its REQUEST_TIMEOUT (3 s) or more.
     assert!(
-        max_w < Duration::from_millis(500),
+        max_w < AT_ONCE,
         "{test}: a write 503 took {max_w:?}: {write_latencies:?}"
     );
     assert!(
-        max_r < Duration::from_millis(500),
+        max_r < AT_ONCE,
         "{test}: a read 503 took {max_r:?}: {read_latencies:?}"
     );
     assert_eq!(
@@ -673,6 +807,7 @@ fn log_full_answers_507_and_recovers_when_the_replica_catches_up() {
         prefix,
         &[],
         None,
+        FEW_UNKNOWN,
         &format!(
             "writes_507={n507} full_used_bytes={} full_segments={segments_full} max_bytes={} \
              after_used_bytes={} after_segments={} writes_accepted_again_after={}",
@@ -801,7 +936,10 @@ fn divergent_entry_is_dead_lettered_and_admin_retry_skip_work() {
     let id = letter["id"].as_u64().expect("dead letter id");
 
     // Durable: it survives a SIGKILL of the gateway.
+    let mut kills = Vec::new();
+    let before = Instant::now();
     c.gateway.kill();
+    kills.push((before, Instant::now()));
     c.gateway.restart();
     c.wait_ready(Duration::from_secs(20));
     let letters = dead_letters(&gw);
@@ -902,7 +1040,9 @@ fn divergent_entry_is_dead_lettered_and_admin_retry_skip_work() {
     );
     assert_eq!(drain.status, 200, "{}", drain.text());
     // A drain outlives a gateway restart: the server stays out of service.
+    let before = Instant::now();
     c.gateway.kill();
+    kills.push((before, Instant::now()));
     c.gateway.restart();
     let s = status_now(&gw);
     assert_eq!(
@@ -954,11 +1094,13 @@ fn divergent_entry_is_dead_lettered_and_admin_retry_skip_work() {
         prefix,
         &[("default_tenant", "divdb"), ("default_tenant", "divdb2")],
         None,
+        in_flight_at_kills(2),
         &format!(
             "dead_letters_created=2 retried=1 skipped=1 writes_while_drained={} by_primary_while_drained={by_primary_drained}",
             drained.len()
         ),
     );
+    assert_unknown_only_at_kills(test, &result, &kills);
     assert_eq!(
         by_primary_drained, 0,
         "{test}: the drained primary executed writes"
@@ -1029,12 +1171,15 @@ fn failover_window_from_primary_sigkill_to_first_successful_write() {
         prefix,
         &[],
         Some(window),
+        FEW_UNKNOWN,
         &format!(
             "in_flight_at_kill={} in_flight_acked={in_flight_acked} in_flight_last_answer={:.3}s",
             in_flight.len(),
             worst_in_flight.as_secs_f64()
         ),
     );
+    // Measured: about 0.2 s (a refused connection marks the primary down at
+    // once); the bound is 25 times that.
     assert!(
         window < Duration::from_secs(5),
         "{test}: failover window {window:?} (CHECK_INTERVAL 0.2 s)"
@@ -1051,8 +1196,10 @@ fn hung_replica_does_not_block_writes_and_catches_up() {
     let _serial = serial();
     let test = "hung_replica";
     let prefix = "hr";
+    // The replica hangs longer than REQUEST_TIMEOUT (its applies time out
+    // and are retried); a write that waited for it would take the timeout.
     let c = Cluster::start(&[
-        ("CHROMA_HA_REQUEST_TIMEOUT", "2"),
+        ("CHROMA_HA_REQUEST_TIMEOUT", "4"),
         ("CHROMA_HA_PROBE_TIMEOUT", "0.3"),
     ]);
     let w = Workload::start(&c.gw(), WorkloadSpec::new(prefix));
@@ -1060,7 +1207,7 @@ fn hung_replica_does_not_block_writes_and_catches_up() {
 
     let t_pause = Instant::now();
     c.replica.pause();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(6));
     let lag = instance(&status_now(&c.gw()), "replica")["lag_entries"]
         .as_u64()
         .unwrap_or(0);
@@ -1091,6 +1238,7 @@ fn hung_replica_does_not_block_writes_and_catches_up() {
         prefix,
         &[],
         None,
+        FEW_UNKNOWN,
         &format!(
             "paused_writes={} paused_writes_acked={} collections_written={} worst_write_latency={:.3}s \
              replica_lag_while_paused={lag} paused_reads_failed={paused_reads_failed}/{} worst_read_latency={:.3}s",
@@ -1112,9 +1260,11 @@ fn hung_replica_does_not_block_writes_and_catches_up() {
         paused_acked.len() >= 30 && collections.len() >= 3,
         "{test}: writes did not go on across collections while the replica hung"
     );
+    // Measured worst: about 0.4 s on a loaded 2-core machine. A write that
+    // waited for the hung replica would take REQUEST_TIMEOUT (4 s).
     assert!(
-        worst < Duration::from_secs(1),
-        "{test}: a write took {worst:?} while the replica hung (REQUEST_TIMEOUT 2 s): writes must not wait for it"
+        worst < Duration::from_millis(2500),
+        "{test}: a write took {worst:?} while the replica hung (REQUEST_TIMEOUT 4 s): writes must not wait for it"
     );
     assert!(lag > 0, "{test}: the hung replica should lag");
     assert_eq!(
@@ -1145,11 +1295,30 @@ fn writes_queued_behind_an_in_doubt_entry_fail_over() {
         &json!({"name": "qd-c0"}),
     ));
     let add_url = format!("{}/{coll}/add", collections_url(&gw, DATABASE));
+    let record = |id: &str, emb: Vec<f32>| Content {
+        doc: id.to_string(),
+        meta: Value::Null,
+        emb,
+    };
+    let (qd0, qd1) = (
+        record("qd-0", vec![0.5, 0.5]),
+        record("qd-1", vec![0.25, 0.5]),
+    );
     let r = post_json(
         &add_url,
-        &json!({"ids": ["qd-0"], "embeddings": [[0.5, 0.5]], "documents": ["qd-0"]}),
+        &json!({"ids": ["qd-0"], "embeddings": [qd0.emb], "documents": [qd0.doc]}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
+    // What the servers must hold in the end: what the gateway acknowledged.
+    let mut model = fault_kit::workload::Model::default();
+    model.note_collection("qd-c0", Outcome::Acked);
+    model.note_write(
+        "qd-c0",
+        RecordOp::Add,
+        &["qd-0".to_string()],
+        std::slice::from_ref(&qd0),
+        Outcome::Acked,
+    );
 
     // The primary hangs: the creation is sent to it and gets no answer.
     c.primary.pause();
@@ -1165,11 +1334,12 @@ fn writes_queued_behind_an_in_doubt_entry_fail_over() {
     });
     std::thread::sleep(Duration::from_millis(100));
     // Assigned to the primary (still healthy), queued behind the creation.
+    let qd1_body = qd1.clone();
     let add = std::thread::spawn(move || {
         let t = Instant::now();
         let r = post_json(
             &add_url,
-            &json!({"ids": ["qd-1"], "embeddings": [[0.25, 0.5]], "documents": ["qd-1"]}),
+            &json!({"ids": ["qd-1"], "embeddings": [qd1_body.emb], "documents": [qd1_body.doc]}),
         );
         (
             r.status,
@@ -1198,20 +1368,39 @@ fn writes_queued_behind_an_in_doubt_entry_fail_over() {
     );
     assert_eq!(add_backend.as_deref(), Some("replica"));
 
+    model.note_collection("qd-c1", fault_kit::workload::classify_status(create_status));
+    model.note_write(
+        "qd-c0",
+        RecordOp::Add,
+        &["qd-1".to_string()],
+        std::slice::from_ref(&qd1),
+        fault_kit::workload::classify_status(add_status),
+    );
+
     c.primary.restart();
     wait_caught_up(&gw, CATCH_UP);
-    let v = verify(
-        &c.server_urls(),
-        &fault_kit::workload::Model::default(),
-        "qd-never",
-        &[],
-    );
+    // Every server holds exactly the acknowledged writes: qd-c0 with qd-0
+    // and qd-1, and qd-c1 (empty); any other "qd-" collection is a phantom.
+    let v = verify(&c.server_urls(), &model, "qd-", &[]);
+    let acked = 2 + [create_status, add_status]
+        .iter()
+        .filter(|s| (200..300).contains(*s))
+        .count();
     eprintln!(
-        "FAULT-SUMMARY test={test} acknowledged_writes=4 writes_lost=n/a servers_identical={} queued_write_latency={:.3}s",
+        "FAULT-SUMMARY test={test} acknowledged_writes={acked} writes_lost={} failed_writes_present={} \
+         unknown_writes={} servers_identical={} queued_write_latency={:.3}s",
+        v.lost(),
+        v.phantoms(),
+        v.unknown.len(),
         if v.identical { "yes" } else { "no" },
         add_took.as_secs_f64()
     );
-    assert!(v.identical, "{test}: {}", v.compare_report);
+    v.assert_ok(test);
+    assert_eq!(
+        v.servers.iter().map(|s| s.checked).min(),
+        Some(4),
+        "{test}: the check looked at qd-c0, qd-0, qd-1 and qd-c1 on every server"
+    );
     assert_no_dead_letters(test, &c);
 }
 
@@ -1369,6 +1558,7 @@ fn database_churn_under_load_is_not_mistaken_for_divergence() {
         prefix,
         &extra,
         None,
+        FEW_UNKNOWN,
         &format!("databases_created=25 deleted=20 busy_500_answers_to_client={busy_answers} dead_letters={dead}"),
     );
     // Deleted databases are gone everywhere.

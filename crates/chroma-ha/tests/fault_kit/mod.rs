@@ -56,7 +56,9 @@ pub fn gateway_env(overrides: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Starts a gateway in front of `primary` and `replica` with
-/// [`gateway_env`]`(overrides)`; its log and data survive restarts.
+/// [`gateway_env`]`(overrides)` and nothing else of chroma-ha's settings
+/// from the test's environment ([`GatewayProcess::start_clean`]); its log
+/// and data survive restarts.
 pub fn start_gateway(primary: &str, replica: &str, overrides: &[(&str, &str)]) -> GatewayProcess {
     let args: Vec<String> = [
         "serve",
@@ -72,7 +74,7 @@ pub fn start_gateway(primary: &str, replica: &str, overrides: &[(&str, &str)]) -
     .iter()
     .map(|s| s.to_string())
     .collect();
-    GatewayProcess::start(&chroma_ha_bin(), &args, &gateway_env(overrides))
+    GatewayProcess::start_clean(&chroma_ha_bin(), &args, &gateway_env(overrides))
 }
 
 /// Two real Chroma servers (primary, replica) behind a real gateway.
@@ -327,11 +329,16 @@ pub fn summary_line(
     extra: &str,
 ) {
     eprintln!(
-        "FAULT-SUMMARY test={test} acknowledged_writes={} failed_writes={} unknown_writes={} \
+        "FAULT-SUMMARY test={test} attempted_writes={} acknowledged_writes={} failed_writes={} unknown_writes={} \
+         unknown_applied={} unknown_not_applied={} unknown_unresolved={} \
          writes_lost={} failed_writes_present={} servers_identical={} failover_window={} reads_ok={}/{} {extra}",
+        result.writes.len(),
         result.count(workload::Outcome::Acked),
         result.count(workload::Outcome::Failed),
         result.count(workload::Outcome::Unknown),
+        check.unknown_applied(),
+        check.unknown_not_applied(),
+        check.unresolved().len(),
         check.lost(),
         check.phantoms(),
         if check.identical { "yes" } else { "no" },

@@ -1,12 +1,13 @@
 //! The zero-loss check, on every server directly (never through the
 //! gateway): every acknowledged write present, nothing a client was told
-//! failed present, and all servers identical (`compare_servers`).
+//! failed present, every write without a verdict resolved (applied or not,
+//! the same on every server), and all servers identical (`compare_servers`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use chroma_ha::check::{compare_servers, CheckOptions, Record, ServerReader};
 
-use super::workload::{Content, Model, Outcome, Presence};
+use super::workload::{Content, Model, Outcome, Presence, UnknownKind, UnknownWrite};
 use super::{DATABASE, TENANT};
 use crate::support::block_on;
 
@@ -21,6 +22,42 @@ pub struct ServerCheck {
     pub lost: Vec<String>,
     /// Writes a client was told failed (or that nobody made) that are visible.
     pub phantoms: Vec<String>,
+    /// What this server shows of each of the model's unknown writes (same
+    /// order as `Model::unknown`).
+    pub unknown: Vec<Resolution>,
+}
+
+/// What a server shows of a write whose client got no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Its effect is there (on every id it wrote).
+    Applied,
+    /// Its effect is not there (on any id it wrote).
+    NotApplied,
+    /// Some of its ids show it and others do not, or an id is in a state
+    /// neither with nor without it.
+    Inconsistent,
+    /// Nothing on the server can tell (every id was overwritten later).
+    Undetermined,
+}
+
+/// One unknown write and how every server resolved it.
+#[derive(Debug, Clone)]
+pub struct UnknownCheck {
+    /// The write.
+    pub write: String,
+    /// Per server, in the order of the servers checked.
+    pub per_server: Vec<Resolution>,
+}
+
+impl UnknownCheck {
+    /// Applied or not applied, the same on every server.
+    pub fn resolved(&self) -> Option<Resolution> {
+        let first = *self.per_server.first()?;
+        let ok = matches!(first, Resolution::Applied | Resolution::NotApplied)
+            && self.per_server.iter().all(|r| *r == first);
+        ok.then_some(first)
+    }
 }
 
 /// What the check found on all servers.
@@ -32,6 +69,8 @@ pub struct Verification {
     pub identical: bool,
     /// Its report.
     pub compare_report: String,
+    /// Every unknown write of the model, resolved on every server.
+    pub unknown: Vec<UnknownCheck>,
 }
 
 impl Verification {
@@ -49,10 +88,35 @@ impl Verification {
             .unwrap_or(0)
     }
 
-    /// Whether nothing was lost, nothing failed is visible and the servers
-    /// are identical.
+    /// Unknown writes applied on every server.
+    pub fn unknown_applied(&self) -> usize {
+        self.unknown
+            .iter()
+            .filter(|u| u.resolved() == Some(Resolution::Applied))
+            .count()
+    }
+
+    /// Unknown writes applied on no server.
+    pub fn unknown_not_applied(&self) -> usize {
+        self.unknown
+            .iter()
+            .filter(|u| u.resolved() == Some(Resolution::NotApplied))
+            .count()
+    }
+
+    /// Unknown writes that are not resolved the same way on every server.
+    pub fn unresolved(&self) -> Vec<&UnknownCheck> {
+        self.unknown
+            .iter()
+            .filter(|u| u.resolved().is_none())
+            .collect()
+    }
+
+    /// Whether nothing was lost, nothing failed is visible, every unknown
+    /// write is resolved and the servers are identical.
     pub fn ok(&self) -> bool {
         self.identical
+            && self.unresolved().is_empty()
             && self
                 .servers
                 .iter()
@@ -73,11 +137,18 @@ impl Verification {
                 ));
             }
         }
+        for u in self.unresolved().iter().take(15) {
+            problems.push(format!(
+                "UNKNOWN WRITE NOT RESOLVED ALIKE ON EVERY SERVER {}: {:?}",
+                u.write, u.per_server
+            ));
+        }
         assert!(
             self.ok(),
-            "{context}: zero-loss check failed (lost {}, failed present {}, identical {}):\n{}\n{}",
+            "{context}: zero-loss check failed (lost {}, failed present {}, unknown unresolved {}, identical {}):\n{}\n{}",
             self.lost(),
             self.phantoms(),
+            self.unresolved().len(),
             self.identical,
             problems.join("\n"),
             self.compare_report
@@ -126,6 +197,7 @@ async fn check_server(url: &str, model: &Model, prefix: &str) -> ServerCheck {
         .await
         .unwrap_or_else(|e| panic!("listing collections on {url}: {e}"));
     let by_name: HashMap<String, String> = listed.into_iter().map(|c| (c.name, c.id)).collect();
+    let mut contents: HashMap<String, BTreeMap<String, Record>> = HashMap::new();
     for name in by_name.keys() {
         if name.starts_with(prefix) && !model.colls.contains_key(name) {
             out.phantoms
@@ -180,8 +252,52 @@ async fn check_server(url: &str, model: &Model, prefix: &str) -> ServerCheck {
                     .push(format!("{name}/{rid}: present but never written"));
             }
         }
+        contents.insert(name.clone(), records);
     }
+    out.unknown = model
+        .unknown
+        .iter()
+        .map(|u| resolve(u, &by_name, &contents))
+        .collect();
     out
+}
+
+/// What one server (its collections by name, and the records of those in
+/// the model) shows of an unknown write.
+fn resolve(
+    u: &UnknownWrite,
+    by_name: &HashMap<String, String>,
+    contents: &HashMap<String, BTreeMap<String, Record>>,
+) -> Resolution {
+    let ids = match &u.kind {
+        UnknownKind::Create => {
+            return if by_name.contains_key(&u.collection) {
+                Resolution::Applied
+            } else {
+                Resolution::NotApplied
+            }
+        }
+        UnknownKind::Records { ids, .. } => ids,
+    };
+    let records = contents.get(&u.collection);
+    let (mut applied, mut not_applied, mut inconsistent) = (0, 0, 0);
+    for i in ids.iter().filter(|i| !i.superseded) {
+        let actual = records.and_then(|r| r.get(&i.id));
+        let with = i.after.iter().any(|s| matches(actual, s));
+        let without = i.before.iter().any(|s| matches(actual, s));
+        match (with, without) {
+            (true, false) => applied += 1,
+            (false, true) => not_applied += 1,
+            (true, true) => {}
+            (false, false) => inconsistent += 1,
+        }
+    }
+    match (applied, not_applied, inconsistent) {
+        (0, 0, 0) => Resolution::Undetermined,
+        (_, 0, 0) => Resolution::Applied,
+        (0, _, 0) => Resolution::NotApplied,
+        _ => Resolution::Inconsistent,
+    }
 }
 
 /// Checks every server in `urls` against `model` and compares them with
@@ -206,10 +322,20 @@ pub fn verify(
         let report = compare_servers(urls, &scopes, &CheckOptions::default())
             .await
             .expect("compare_servers");
+        let unknown = model
+            .unknown
+            .iter()
+            .enumerate()
+            .map(|(k, u)| UnknownCheck {
+                write: u.describe(),
+                per_server: servers.iter().map(|s| s.unknown[k]).collect(),
+            })
+            .collect();
         Verification {
             servers,
             identical: report.identical(),
             compare_report: report.to_string(),
+            unknown,
         }
     })
 }

@@ -18,8 +18,16 @@
 //! the state, a failed one leaves it unchanged (so a failed write must never
 //! be visible, not even as an overwrite), an unknown one adds its result to
 //! the possibilities.
+//!
+//! Unknown writes are bounded, not just tolerated: the model keeps each one
+//! ([`UnknownWrite`]) with the states its ids were in before and would be in
+//! after it, and the writers never touch an id again once a write of it had
+//! no verdict. So every unknown write stays observable: afterwards
+//! [`super::verify`] resolves it on every server as applied or not applied
+//! (the same everywhere, and all of its ids alike), and the tests bound how
+//! many there may be.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,10 +43,15 @@ use super::{collections_url, DATABASE};
 pub enum Outcome {
     /// 2xx: the write must be visible (until a later write changes it).
     Acked,
-    /// The client was told it failed (4xx, 503, 507), or the request never
-    /// left the client (connection refused): the write must NEVER be visible.
+    /// The client was told it failed and the gateway's contract says it was
+    /// not applied (4xx: refused by the executor, refusal logged; 503: not
+    /// accepted or cancelled; 507: the log is full, nothing written), or the
+    /// request never left the client (connection refused): the write must
+    /// NEVER be visible.
     Failed,
-    /// No verdict (timeout, connection reset, 500/502/504): either way.
+    /// No verdict: a timeout, a broken connection, 504 (logged, outcome
+    /// pending) or any other 5xx, which promises nothing. Either way, but
+    /// the same on every server (resolved afterwards, see [`UnknownWrite`]).
     Unknown,
 }
 
@@ -46,7 +59,8 @@ pub enum Outcome {
 pub fn classify_status(status: u16) -> Outcome {
     match status {
         200..=299 => Outcome::Acked,
-        500 | 502 | 504 => Outcome::Unknown,
+        503 | 507 => Outcome::Failed,
+        500..=599 => Outcome::Unknown,
         _ => Outcome::Failed,
     }
 }
@@ -115,6 +129,59 @@ impl RecordOp {
     }
 }
 
+/// One id of an [`UnknownWrite`] of records.
+#[derive(Debug, Clone)]
+pub struct UnknownId {
+    /// The record id.
+    pub id: String,
+    /// The states it may have been in just before the write.
+    pub before: Vec<Option<Content>>,
+    /// The states it may be in if the write was applied.
+    pub after: Vec<Option<Content>>,
+    /// A later write that may have been applied touched it: its final
+    /// state says nothing about this write.
+    pub superseded: bool,
+}
+
+/// What a write without a verdict was.
+#[derive(Debug, Clone)]
+pub enum UnknownKind {
+    /// A collection creation (the collection is `UnknownWrite::collection`).
+    Create,
+    /// A record write.
+    Records {
+        /// Add, upsert or delete.
+        op: RecordOp,
+        /// Its ids.
+        ids: Vec<UnknownId>,
+    },
+}
+
+/// A write whose client got no verdict, kept so that it can be resolved on
+/// every server afterwards.
+#[derive(Debug, Clone)]
+pub struct UnknownWrite {
+    /// The collection it wrote to (or created).
+    pub collection: String,
+    /// What it was.
+    pub kind: UnknownKind,
+}
+
+impl UnknownWrite {
+    /// A short description for messages.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            UnknownKind::Create => format!("create {}", self.collection),
+            UnknownKind::Records { op, ids } => format!(
+                "{} {} ids {:?}",
+                op.endpoint(),
+                self.collection,
+                ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>()
+            ),
+        }
+    }
+}
+
 /// Everything every collection may hold after the workload.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
@@ -122,6 +189,14 @@ pub struct Model {
     pub colls: BTreeMap<String, CollModel>,
     /// Outcome of the write that produced each document.
     pub doc_outcome: HashMap<String, Outcome>,
+    /// Every write without a verdict, in the order it was noted.
+    pub unknown: Vec<UnknownWrite>,
+    /// (collection, id) -> the index in `unknown` of the last unknown
+    /// write of that id.
+    last_unknown: HashMap<(String, String), usize>,
+    /// (collection, id) of every id an unknown write touched: the writers
+    /// leave them alone from then on, so the unknown write stays observable.
+    frozen: HashSet<(String, String)>,
 }
 
 impl Model {
@@ -132,6 +207,12 @@ impl Model {
             Outcome::Failed => Presence::MustNot,
             Outcome::Unknown => Presence::Maybe,
         };
+        if outcome == Outcome::Unknown {
+            self.unknown.push(UnknownWrite {
+                collection: name.to_string(),
+                kind: UnknownKind::Create,
+            });
+        }
         self.colls
             .entry(name.to_string())
             .and_modify(|c| c.presence = presence)
@@ -154,24 +235,48 @@ impl Model {
             .colls
             .get_mut(collection)
             .unwrap_or_else(|| panic!("write into unknown collection {collection}"));
+        let mut unknown_ids = Vec::new();
         for (k, id) in ids.iter().enumerate() {
             let new = contents.get(k).cloned();
             if let Some(c) = &new {
                 self.doc_outcome.insert(c.doc.clone(), outcome);
             }
+            let key = (collection.to_string(), id.clone());
+            if outcome != Outcome::Failed {
+                if let Some(&i) = self.last_unknown.get(&key) {
+                    if let UnknownKind::Records { ids, .. } = &mut self.unknown[i].kind {
+                        for u in ids.iter_mut().filter(|u| &u.id == id) {
+                            u.superseded = true;
+                        }
+                    }
+                }
+            }
             let states = coll.ids.entry(id.clone()).or_insert_with(|| vec![None]);
-            let after: Vec<Option<Content>> = states
-                .iter()
-                .map(|s| match op {
+            let mut after: Vec<Option<Content>> = Vec::new();
+            for s in states.iter() {
+                let a = match op {
                     RecordOp::Add => s.clone().or_else(|| new.clone()),
                     RecordOp::Upsert => new.clone(),
                     RecordOp::Delete => None,
-                })
-                .collect();
+                };
+                if !after.contains(&a) {
+                    after.push(a);
+                }
+            }
             match outcome {
                 Outcome::Acked => *states = after,
                 Outcome::Failed => {}
-                Outcome::Unknown => states.extend(after),
+                Outcome::Unknown => {
+                    unknown_ids.push(UnknownId {
+                        id: id.clone(),
+                        before: states.clone(),
+                        after: after.clone(),
+                        superseded: false,
+                    });
+                    self.last_unknown.insert(key.clone(), self.unknown.len());
+                    self.frozen.insert(key);
+                    states.extend(after)
+                }
             }
             let mut dedup: Vec<Option<Content>> = Vec::new();
             for s in states.drain(..) {
@@ -181,9 +286,19 @@ impl Model {
             }
             *states = dedup;
         }
+        if outcome == Outcome::Unknown {
+            self.unknown.push(UnknownWrite {
+                collection: collection.to_string(),
+                kind: UnknownKind::Records {
+                    op,
+                    ids: unknown_ids,
+                },
+            });
+        }
     }
 
-    /// Ids of `collection` that may currently be present.
+    /// Ids of `collection` that may currently be present and that no
+    /// unknown write touched (those are left alone, see [`UnknownWrite`]).
     fn maybe_present(&self, collection: &str) -> Vec<String> {
         self.colls
             .get(collection)
@@ -191,6 +306,11 @@ impl Model {
                 c.ids
                     .iter()
                     .filter(|(_, s)| s.iter().any(Option::is_some))
+                    .filter(|(id, _)| {
+                        !self
+                            .frozen
+                            .contains(&(collection.to_string(), id.to_string()))
+                    })
                     .map(|(id, _)| id.clone())
                     .collect()
             })

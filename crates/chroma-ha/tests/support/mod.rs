@@ -626,16 +626,37 @@ pub struct GatewayProcess {
     bin: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Variables of the test's environment the process does not inherit.
+    env_remove: Vec<String>,
     port: u16,
     child: Option<Child>,
     starts: u32,
 }
 
 impl GatewayProcess {
+    /// Like [`GatewayProcess::start`], for a `chroma-ha` gateway, in a clean
+    /// environment for its settings: no variable of the test's environment
+    /// that the gateway would read as a setting ([`inherited_gateway_env`]:
+    /// every `CHROMA_HA_*` and the Python balancer's legacy names) reaches
+    /// it; only `env` (and the small-segment default) does.
+    pub fn start_clean(bin: &Path, args: &[String], env: &[(String, String)]) -> GatewayProcess {
+        let remove = inherited_gateway_env();
+        Self::start_inner(bin, args, env, remove)
+    }
+
     /// Spawns `bin args...` (placeholders expanded, see the type doc) with
     /// extra `env`, logs to a file in its temp dir, and waits up to 30 s for
     /// `GET {url}/health` to answer 200. Panics with the log tail on failure.
     pub fn start(bin: &Path, args: &[String], env: &[(String, String)]) -> GatewayProcess {
+        Self::start_inner(bin, args, env, Vec::new())
+    }
+
+    fn start_inner(
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        env_remove: Vec<String>,
+    ) -> GatewayProcess {
         let dir = tempfile::Builder::new()
             .prefix("chroma-ha-test-gw-")
             .tempdir()
@@ -663,6 +684,7 @@ impl GatewayProcess {
             .into_iter()
             .chain(env.iter().cloned())
             .collect(),
+            env_remove,
             port: 0,
             child: None,
             starts: 0,
@@ -685,7 +707,8 @@ impl GatewayProcess {
     }
 
     /// Starts the `chroma-ha` gateway: `serve --listen {listen} --primary P
-    /// [--replica R]... --data-dir {dir}/data` plus `extra_args`.
+    /// [--replica R]... --data-dir {dir}/data` plus `extra_args`, in a
+    /// clean environment for its settings ([`GatewayProcess::start_clean`]).
     pub fn start_chroma_ha(
         primary: &str,
         replicas: &[&str],
@@ -706,7 +729,7 @@ impl GatewayProcess {
         args.push("{dir}/data".into());
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let env = vec![("RUST_LOG".to_string(), "info".to_string())];
-        Self::start(&chroma_ha_bin(), &args, &env)
+        Self::start_clean(&chroma_ha_bin(), &args, &env)
     }
 
     fn expanded_args(&self) -> Vec<String> {
@@ -733,7 +756,11 @@ impl GatewayProcess {
                 args.join(" ")
             ),
         );
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        for name in &self.env_remove {
+            cmd.env_remove(name);
+        }
+        let child = cmd
             .args(&args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&self.root)

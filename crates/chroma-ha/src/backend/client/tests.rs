@@ -327,27 +327,3 @@ fn strip_hop_by_hop_removes_listed_headers() {
     assert_eq!(h.len(), 1);
     assert!(h.contains_key(header::CONTENT_TYPE));
 }
-
-/// Against a real Chroma: `CHROMA_URL=http://127.0.0.1:PORT cargo test -p
-/// chroma-ha --lib real_chroma -- --ignored`.
-#[tokio::test]
-#[ignore = "needs a running Chroma at $CHROMA_URL"]
-async fn real_chroma_heartbeat_and_error_answers() {
-    let url = std::env::var("CHROMA_URL").unwrap();
-    let c = client_for(url, None, 5000);
-    heartbeat(&c, Duration::from_secs(2)).await.unwrap();
-    let base = "/api/v2/tenants/default_tenant/databases/default_database/collections";
-    let r = get_path(&c, &format!("{base}/no-such-collection")).await;
-    assert_eq!(r.as_ref().unwrap().status, StatusCode::NOT_FOUND);
-    assert_eq!(classify(&r), AttemptClass::Answer);
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let r = c
-        .send(Method::POST, base, h, Bytes::from_static(b"{bad"))
-        .await;
-    assert_eq!(r.as_ref().unwrap().status, StatusCode::BAD_REQUEST);
-    assert_eq!(classify(&r), AttemptClass::Answer);
-}
