@@ -47,6 +47,7 @@
 //! | `replication.replay_rate_limit` | `CHROMA_HA_REPLAY_RATE_LIMIT`    |                      | `0` (unlimited)  |
 //! | `replication.retry_base`     | `CHROMA_HA_RETRY_BASE`              |                      | `100ms`          |
 //! | `replication.retry_cap`      | `CHROMA_HA_RETRY_CAP`               |                      | `10s`            |
+//! | `replication.max_dead_letters` | `CHROMA_HA_MAX_DEAD_LETTERS`      |                      | `10000`          |
 //!
 //! Durations are a number of seconds (`1`, `0.5`) or a number with a unit
 //! (`500ms`, `2s`, `1m`, `1h`). Sizes are bytes or a number with a unit
@@ -121,6 +122,8 @@ pub mod defaults {
     pub const RETRY_BASE: Duration = Duration::from_millis(100);
     /// Largest retry delay of an applier.
     pub const RETRY_CAP: Duration = Duration::from_secs(10);
+    /// Most dead letters kept; past it, appliers stop at divergent entries.
+    pub const MAX_DEAD_LETTERS: usize = 10_000;
     /// Log filter.
     pub const LOG_LEVEL: &str = "info";
 }
@@ -323,6 +326,10 @@ pub struct ReplicationConfig {
     pub retry_base: Duration,
     /// Largest retry delay.
     pub retry_cap: Duration,
+    /// Most dead letters kept (>= 1). When the list is full, an applier
+    /// that meets a divergent entry holds it unfinished (and stops moving
+    /// on past it) until an operator makes room; no letter is dropped.
+    pub max_dead_letters: usize,
 }
 
 /// Why the configuration could not be built. Every variant names the setting

@@ -70,6 +70,7 @@ pub(super) struct Draft {
     pub(super) replay_rate_limit: u32,
     pub(super) retry_base: Duration,
     pub(super) retry_cap: Duration,
+    pub(super) max_dead_letters: usize,
     pub(super) admin_token: Option<Secret>,
     pub(super) log_level: String,
 }
@@ -102,6 +103,7 @@ impl Default for Draft {
             replay_rate_limit: 0,
             retry_base: defaults::RETRY_BASE,
             retry_cap: defaults::RETRY_CAP,
+            max_dead_letters: defaults::MAX_DEAD_LETTERS,
             admin_token: None,
             log_level: defaults::LOG_LEVEL.to_string(),
         }
@@ -356,6 +358,14 @@ pub(super) static SETTINGS: &[Setting] = &[
         d.retry_cap = parse::positive_duration(v)?;
         Ok(())
     }),
+    setting(
+        "replication.max_dead_letters",
+        "CHROMA_HA_MAX_DEAD_LETTERS",
+        |d, v, _| {
+            d.max_dead_letters = usize_at_least(v, 1)?;
+            Ok(())
+        },
+    ),
 ];
 
 /// Every environment variable the gateway reads: the Python balancer's names

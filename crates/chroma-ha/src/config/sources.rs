@@ -214,6 +214,7 @@ fn finish(d: Draft) -> Result<Config, ConfigError> {
             replay_rate_limit: NonZeroU32::new(d.replay_rate_limit),
             retry_base: d.retry_base,
             retry_cap: d.retry_cap,
+            max_dead_letters: d.max_dead_letters,
         },
         admin_token: d.admin_token,
         log_level: d.log_level,

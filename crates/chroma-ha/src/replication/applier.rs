@@ -61,7 +61,7 @@ fn conflicts(a: &Option<WriteFootprint>, b: &Option<WriteFootprint>) -> bool {
 /// Turns a log record into a window slot. A record this binary cannot read
 /// (written by a newer version, or damaged) is not skipped silently: it
 /// goes to the dead-letter list for an operator to look at.
-fn slot_for(
+async fn slot_for(
     rep: &Replicator,
     index: usize,
     lsn: u64,
@@ -93,7 +93,8 @@ fn slot_for(
         }
         Ok(LogRecord::Decision { .. }) => (Slot::nothing_to_apply(lsn), None),
         Err(e) => {
-            rep.dead_letter_unreadable(index, lsn, payload, &e.to_string());
+            rep.dead_letter_unreadable(index, lsn, payload, &e.to_string())
+                .await;
             (Slot::nothing_to_apply(lsn), None)
         }
     }
@@ -266,14 +267,14 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize) {
             record = reader.next(), if want_more => {
                 match record {
                     Ok(record) => {
-                        let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload);
+                        let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload).await;
                         progress.fetched(record.lsn, held);
                         window.push_back(slot);
                         // Take whatever else is already durable without waiting.
                         while window.len() < capacity {
                             match reader.try_next().await {
                                 Ok(Some(record)) => {
-                                    let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload);
+                                    let (slot, held) = slot_for(&rep, index, record.lsn, &record.payload).await;
                                     progress.fetched(record.lsn, held);
                                     window.push_back(slot);
                                 }

@@ -205,7 +205,8 @@ impl Replicator {
             .map(|b| b.name().to_string())
             .collect();
         let idmap = IdMap::load(config.data_dir.join("collections.json"), names)?;
-        let dead_letters = DeadLetters::load(config.data_dir.join("dead_letters.json"))?;
+        let dead_letters =
+            DeadLetters::open(&config.data_dir, config.replication.max_dead_letters).await?;
         let settings = ReplicationSettings {
             apply_window: config.replication.apply_window.max(1),
             retry_base: config.replication.retry_base,
@@ -263,6 +264,7 @@ impl Replicator {
                 backend.health().set_draining(true);
             }
         }
+        replicator.restore_dead_letter_holds();
         for index in 0..replicator.backends.all().len() {
             tokio::spawn(applier::run(replicator.clone(), index));
         }
