@@ -10,6 +10,9 @@ use bytes::Bytes;
 use chroma_ha::backend::Backends;
 use chroma_ha::chroma::{classify, Route};
 use chroma_ha::config::{Config, FsyncPolicy};
+use chroma_ha::http::metrics::Metrics;
+use chroma_ha::http::AppState;
+use chroma_ha::replication::dead_letters::{DeadLetter, DeadLetters};
 use chroma_ha::replication::progress::ApplierState;
 use chroma_ha::replication::Replicator;
 use http::{HeaderMap, Method, StatusCode};
@@ -79,12 +82,16 @@ async fn fake_chroma(refusing: bool) -> (String, Arc<Fake>) {
 
 struct Cluster {
     rep: Arc<Replicator>,
+    config: Config,
     replica: Arc<Fake>,
     _dir: tempfile::TempDir,
 }
 
 async fn cluster(tune: impl FnOnce(&mut Config)) -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
+    cluster_in(tempfile::tempdir().unwrap(), tune).await
+}
+
+async fn cluster_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut Config)) -> Cluster {
     let (primary, _) = fake_chroma(false).await;
     let (replica_url, replica) = fake_chroma(true).await;
     let mut config = Config::with_servers(&primary, &[&replica_url]).unwrap();
@@ -100,6 +107,7 @@ async fn cluster(tune: impl FnOnce(&mut Config)) -> Cluster {
     let rep = Replicator::start(&config, backends, None).await.unwrap();
     Cluster {
         rep,
+        config,
         replica,
         _dir: dir,
     }
@@ -157,6 +165,26 @@ async fn a_full_dead_letter_list_stops_the_refusing_server_at_the_entry_until_ro
         "the replica moved past an entry it could not dead-letter"
     );
     assert!(rep.dead_letters().is_full());
+    // /status and /metrics say so.
+    let app = AppState {
+        rep: rep.clone(),
+        config: Arc::new(c.config.clone()),
+        metrics: Arc::new(Metrics::new().unwrap()),
+        warned_shapes: Default::default(),
+    };
+    let status = chroma_ha::http::status::collect(&app);
+    assert!(status.dead_letters_full);
+    assert_eq!(status.max_dead_letters, 1);
+    let message = status.dead_letters_message.unwrap_or_default();
+    assert!(message.contains("replica stopped"), "{message}");
+    assert_eq!(status.instances[1].applier, "dead_letters_full");
+    assert_eq!(status.instances[0].applier, "running");
+    let metrics = String::from_utf8(app.metrics.render(&app)).unwrap();
+    assert!(
+        metrics.contains("chroma_ha_dead_letters_full 1")
+            && metrics.contains("chroma_ha_server_stopped_by_dead_letters{server=\"replica\"} 1"),
+        "{metrics}"
+    );
     // The operator makes room: the held entry is dead-lettered, and it moves on.
     let first = rep.dead_letters().list()[0].id;
     assert!(rep.skip_dead_letter(first).await.unwrap().is_some());
@@ -287,4 +315,41 @@ async fn retrying_a_dead_letter_is_refused_when_the_log_no_longer_proves_the_ord
         err.message
     );
     assert_eq!(rep.dead_letters().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_from_before_a_restart_still_keeps_its_server_from_strong_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let path = collection_path(C1, "add");
+        let body = br#"{"ids":["k"]}"#;
+        let Route::Known(route) = classify(&Method::POST, &path) else {
+            panic!("add is a known route");
+        };
+        let letters = DeadLetters::open(dir.path(), 10).await.unwrap();
+        let letter = DeadLetter {
+            id: 0,
+            server: "replica".into(),
+            lsn: 1,
+            method: "POST".into(),
+            path,
+            status: 400,
+            error: "{}".into(),
+            at: 0.0,
+            attempts: 1,
+            record_bytes: 0,
+        };
+        let footprint = chroma_ha::chroma::footprint(&route, body);
+        letters.add(letter, Bytes::new(), footprint).await.unwrap();
+    }
+    let c = cluster_in(dir, |config| config.reads.replica_ratio = 1.0).await;
+    assert_eq!(c.rep.dead_letters().len(), 1);
+    for _ in 0..10 {
+        assert_eq!(
+            reader_of(&c.rep, C1).await,
+            0,
+            "the replica refused C1's write"
+        );
+        assert_eq!(reader_of(&c.rep, C2).await, 1, "C2 is not affected");
+    }
 }
