@@ -14,6 +14,7 @@
 //! - [`dead_letters`]: divergent entries an operator retries or skips.
 //! - this file: the [`Replicator`] itself: start-up, state, operator flags.
 
+mod adoption;
 mod applier;
 mod dead_letter_ops;
 pub mod dead_letters;
@@ -33,8 +34,8 @@ use idmap::IdMap;
 use ledger::Ledger;
 use progress::{Progress, ProgressSnapshot};
 use record::{LogRecord, Refusal};
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -85,7 +86,7 @@ pub struct Replicator {
     cursors: Vec<wal::Cursor>,
     paused: Vec<watch::Sender<bool>>,
     settings: ReplicationSettings,
-    adopted: Mutex<HashSet<(String, String)>>,
+    adopted: adoption::Adoptions,
     progress_tx: watch::Sender<u64>,
     fsync: &'static str,
     recovery: wal::Recovery,
@@ -239,7 +240,7 @@ impl Replicator {
             dead_letters,
             cursors,
             settings,
-            adopted: Mutex::new(HashSet::new()),
+            adopted: adoption::Adoptions::new(adoption::MAX_ADOPTED_SCOPES),
             progress_tx: watch::channel(0).0,
             fsync,
             recovery,
