@@ -1,8 +1,9 @@
 //! `/admin/…`: operator actions, behind a bearer token from the config.
 //! With no token configured every admin endpoint answers 404.
 //!
-//! - `GET  /admin/dead-letters`                 list dead letters
-//! - `POST /admin/dead-letters/{id}/retry`      apply one again on its server
+//! - `GET  /admin/dead-letters`                 list dead letters (with their records, base64)
+//! - `POST /admin/dead-letters/{id}/retry`      apply one again on its server (409
+//!   `DeadLetterOrderError` if that would break log order or order cannot be proven)
 //! - `POST /admin/dead-letters/{id}/skip`       drop one (the operator fixed it)
 //! - `POST /admin/servers/{name}/pause|resume`  stop / restart a server's applier
 //! - `POST /admin/servers/{name}/drain|undrain` take a server out of (back into) service
