@@ -8,7 +8,8 @@
 //! - `write`: executor choice, the client write path, refusals.
 //! - `read`: which servers may serve a read; unknown routes.
 //! - `ids`: logical ↔ physical ids in paths and answers, adoption, learning.
-//! - `dead_letter_ops`: dead-lettering entries, an operator's retry.
+//! - `adoption`: which (tenant, database) scopes are adopted on which server.
+//! - `dead_letter_ops`: dead-lettering entries, an operator's retry and skip.
 //! - [`idmap`]: logical ↔ physical collection ids, adoption by name.
 //! - [`progress`]: per-server positions, for reads, executor choice, status.
 //! - [`dead_letters`]: divergent entries an operator retries or skips.
