@@ -124,6 +124,9 @@ for inst in instances:
         add(1, f"server {name} is draining (maintenance)")
     if inst.get("applier") == "paused":
         add(1, f"server {name}: applier is paused")
+    if inst.get("applier") == "dead_letters_full":
+        add(2, f"server {name}: applier stopped at a refused entry, the dead-letter list is full "
+               "(retry or skip dead letters, or raise replication.max_dead_letters)")
     lag = num(inst.get("lag_entries"))
     lag_s = num(inst.get("lag_seconds"))
     if lag > th["CRIT_LAG_ENTRIES"]:
@@ -150,6 +153,8 @@ if used >= 0 and cap > 0:
     elif pct > th["WARN_WAL_PCT"]:
         add(1, f"log uses {pct:.1f}% of its {cap / 2**30:.1f} GiB cap "
                f"(warning above {th['WARN_WAL_PCT']:g}%)")
+if status.get("dead_letters_full") is True:
+    add(1, status.get("dead_letters_message") or "the dead-letter list is full")
 log_dead = num(log.get("dead_letters"))
 per_server_dead = sum(num(i.get("dead_letters")) for i in instances)
 if log_dead > 0 and per_server_dead == 0:

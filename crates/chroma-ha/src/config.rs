@@ -48,6 +48,7 @@
 //! | `replication.retry_base`     | `CHROMA_HA_RETRY_BASE`              |                      | `100ms`          |
 //! | `replication.retry_cap`      | `CHROMA_HA_RETRY_CAP`               |                      | `10s`            |
 //! | `replication.give_up_after`  | `CHROMA_HA_GIVE_UP_AFTER`           |                      | `5m`             |
+//! | `replication.max_dead_letters` | `CHROMA_HA_MAX_DEAD_LETTERS`      |                      | `10000`          |
 //!
 //! Durations are a number of seconds (`1`, `0.5`) or a number with a unit
 //! (`500ms`, `2s`, `1m`, `1h`). Sizes are bytes or a number with a unit
@@ -124,6 +125,8 @@ pub mod defaults {
     pub const RETRY_CAP: Duration = Duration::from_secs(10);
     /// `replication.give_up_after`.
     pub const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+    /// Most dead letters kept; past it, appliers stop at divergent entries.
+    pub const MAX_DEAD_LETTERS: usize = 10_000;
     /// Log filter.
     pub const LOG_LEVEL: &str = "info";
 }
@@ -329,6 +332,10 @@ pub struct ReplicationConfig {
     /// How long an entry may keep failing transiently on a healthy server
     /// (at least 5 tries) before it is dead-lettered.
     pub give_up_after: Duration,
+    /// Most dead letters kept (>= 1). When the list is full, an applier
+    /// that meets a divergent entry holds it unfinished (and stops moving
+    /// on past it) until an operator makes room; no letter is dropped.
+    pub max_dead_letters: usize,
 }
 
 /// Why the configuration could not be built. Every variant names the setting

@@ -257,6 +257,9 @@ pub fn render(base: &str, status: &Value) -> String {
             let _ = writeln!(out, "log: (not reported)");
         }
     }
+    if let Some(message) = status.get("dead_letters_message").and_then(Value::as_str) {
+        let _ = writeln!(out, "DEAD LETTERS FULL: {message}");
+    }
     if !ready {
         let reason = ["not_ready_reason", "reason"]
             .iter()
@@ -373,6 +376,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dead letters: 1"), "{text}");
+        assert!(!text.contains("DEAD LETTERS FULL"), "{text}");
+    }
+
+    #[test]
+    fn a_full_dead_letter_list_is_shown_with_its_message() {
+        let mut status = sample();
+        status["dead_letters_full"] = json!(true);
+        status["dead_letters_message"] = json!("the dead-letter list is full (1 of 1 letters)");
+        let text = render("http://gw", &status);
+        assert!(
+            text.contains("DEAD LETTERS FULL: the dead-letter list is full (1 of 1 letters)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub(super) struct Draft {
     pub(super) retry_base: Duration,
     pub(super) retry_cap: Duration,
     pub(super) give_up_after: Duration,
+    pub(super) max_dead_letters: usize,
     pub(super) admin_token: Option<Secret>,
     pub(super) log_level: String,
 }
@@ -104,6 +105,7 @@ impl Default for Draft {
             retry_base: defaults::RETRY_BASE,
             retry_cap: defaults::RETRY_CAP,
             give_up_after: defaults::GIVE_UP_AFTER,
+            max_dead_letters: defaults::MAX_DEAD_LETTERS,
             admin_token: None,
             log_level: defaults::LOG_LEVEL.to_string(),
         }
@@ -363,6 +365,14 @@ pub(super) static SETTINGS: &[Setting] = &[
         "CHROMA_HA_GIVE_UP_AFTER",
         |d, v, _| {
             d.give_up_after = parse::positive_duration(v)?;
+            Ok(())
+        },
+    ),
+    setting(
+        "replication.max_dead_letters",
+        "CHROMA_HA_MAX_DEAD_LETTERS",
+        |d, v, _| {
+            d.max_dead_letters = usize_at_least(v, 1)?;
             Ok(())
         },
     ),

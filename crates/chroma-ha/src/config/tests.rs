@@ -59,6 +59,7 @@ fn defaults_with_only_a_primary() {
     assert_eq!(c.replication.apply_window, 16);
     assert_eq!(c.replication.replay_rate_limit, None);
     assert!(c.replication.retry_base <= c.replication.retry_cap);
+    assert_eq!(c.replication.max_dead_letters, 10_000);
     assert_eq!(c.admin_token, None);
     assert_eq!(c.log_level, "info");
 }
@@ -163,6 +164,7 @@ fn every_chroma_ha_env_setting_is_read() {
         ("CHROMA_HA_REPLAY_RATE_LIMIT", "500"),
         ("CHROMA_HA_RETRY_BASE", "10ms"),
         ("CHROMA_HA_RETRY_CAP", "1s"),
+        ("CHROMA_HA_MAX_DEAD_LETTERS", "7"),
         ("CHROMA_HA_ADMIN_TOKEN", "adm1n"),
         ("CHROMA_HA_LOG_LEVEL", "debug"),
     ])
@@ -204,6 +206,7 @@ fn every_chroma_ha_env_setting_is_read() {
     assert_eq!(c.replication.replay_rate_limit.map(|n| n.get()), Some(500));
     assert_eq!(c.replication.retry_base, Duration::from_millis(10));
     assert_eq!(c.replication.retry_cap, Duration::from_secs(1));
+    assert_eq!(c.replication.max_dead_letters, 7);
     assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("adm1n"));
     assert_eq!(c.log_level, "debug");
 }
@@ -279,6 +282,7 @@ apply_window = 32
 replay_rate_limit = 100
 retry_base = "50ms"
 retry_cap = "5s"
+max_dead_letters = 50
 "#;
 
 #[test]
@@ -330,6 +334,7 @@ fn toml_file_sets_everything() {
     assert_eq!(c.replication.replay_rate_limit.map(|n| n.get()), Some(100));
     assert_eq!(c.replication.retry_base, Duration::from_millis(50));
     assert_eq!(c.replication.retry_cap, Duration::from_secs(5));
+    assert_eq!(c.replication.max_dead_letters, 50);
 }
 
 #[test]

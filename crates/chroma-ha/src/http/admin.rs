@@ -1,19 +1,22 @@
 //! `/admin/…`: operator actions, behind a bearer token from the config.
 //! With no token configured every admin endpoint answers 404.
 //!
-//! - `GET  /admin/dead-letters`                 list dead letters
-//! - `POST /admin/dead-letters/{id}/retry`      apply one again on its server
+//! - `GET  /admin/dead-letters`                 list dead letters (with their records, base64)
+//! - `POST /admin/dead-letters/{id}/retry`      apply one again on its server (409
+//!   `DeadLetterOrderError` if that would break log order or order cannot be proven)
 //! - `POST /admin/dead-letters/{id}/skip`       drop one (the operator fixed it)
 //! - `POST /admin/servers/{name}/pause|resume`  stop / restart a server's applier
 //! - `POST /admin/servers/{name}/drain|undrain` take a server out of (back into) service
 
 use super::{error_response, AppState};
 use crate::chroma::GatewayError;
+use crate::replication::dead_letters::DeadLetter;
 use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use http::{header, HeaderMap, StatusCode};
 use std::sync::Arc;
 
@@ -63,34 +66,70 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
     }
 }
 
+/// A letter as the admin API shows it: its fields and its log record
+/// (base64; `null` if its file cannot be read).
+fn letter_json(letter: &DeadLetter, record: Option<&[u8]>) -> serde_json::Value {
+    let mut value = serde_json::to_value(letter).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(
+            "record".into(),
+            record.map_or(serde_json::Value::Null, |r| {
+                base64::engine::general_purpose::STANDARD.encode(r).into()
+            }),
+        );
+    }
+    value
+}
+
 async fn list_dead_letters(State(app): State<Arc<AppState>>) -> Response {
-    Json(serde_json::json!({ "dead_letters": app.rep.dead_letters().list() })).into_response()
+    let letters: Vec<serde_json::Value> = app
+        .rep
+        .dead_letters()
+        .list_with_records()
+        .await
+        .iter()
+        .map(|(letter, record)| letter_json(letter, record.as_deref()))
+        .collect();
+    let list = app.rep.dead_letters();
+    Json(serde_json::json!({
+        "dead_letters": letters,
+        "max_dead_letters": list.max(),
+        "full": list.is_full(),
+    }))
+    .into_response()
 }
 
 async fn retry_dead_letter(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
     match app.rep.retry_dead_letter(id).await {
         Ok(true) => Json(serde_json::json!({ "id": id, "resolved": true })).into_response(),
-        Ok(false) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({
-                "id": id,
-                "resolved": false,
-                "dead_letter": app.rep.dead_letters().get(id),
-            })),
-        )
-            .into_response(),
+        Ok(false) => {
+            let list = app.rep.dead_letters();
+            let letter = match list.get(id) {
+                Some(letter) => letter_json(&letter, list.record(id).await.ok().as_deref()),
+                None => serde_json::Value::Null,
+            };
+            (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({
+                    "id": id,
+                    "resolved": false,
+                    "dead_letter": letter,
+                })),
+            )
+                .into_response()
+        }
         Err(e) => error_response(&e),
     }
 }
 
 async fn skip_dead_letter(State(app): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
-    match app.rep.dead_letters().remove(id) {
+    match app.rep.skip_dead_letter(id).await {
         Ok(Some(letter)) => {
             tracing::warn!(id, server = %letter.server, lsn = letter.lsn, "dead letter skipped by operator");
             Json(serde_json::json!({ "id": id, "skipped": true })).into_response()
         }
         Ok(None) => error_response(&GatewayError::not_found(format!("no dead letter {id}"))),
-        Err(e) => error_response(&GatewayError::internal(e.to_string())),
+        Err(e) => error_response(&e),
     }
 }
 

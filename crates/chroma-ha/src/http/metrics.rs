@@ -42,6 +42,8 @@ pub struct Metrics {
     applied_commit_requests: IntCounter,
     applied_commit_seconds: prometheus::Counter,
     applied_commit_failures: IntCounter,
+    dead_letters_full: IntGauge,
+    stopped_by_dead_letters: IntGaugeVec,
     /// Last values of counters read from the core, to add only the growth.
     seen: Mutex<HashMap<String, u64>>,
 }
@@ -228,6 +230,23 @@ impl Metrics {
                     &["server"]
                 )
             ),
+            dead_letters_full: register!(
+                r,
+                IntGauge::with_opts(opts(
+                    "dead_letters_full",
+                    "1 when the dead-letter list is at replication.max_dead_letters"
+                ))
+            ),
+            stopped_by_dead_letters: register!(
+                r,
+                IntGaugeVec::new(
+                    opts(
+                        "server_stopped_by_dead_letters",
+                        "1 while the server's applier holds a refused entry because the dead-letter list is full"
+                    ),
+                    &["server"]
+                )
+            ),
             applied_commits: register!(
                 r,
                 IntCounter::with_opts(opts(
@@ -365,7 +384,14 @@ impl Metrics {
             self.history_incomplete
                 .with_label_values(&[name])
                 .set(i64::from(rep.is_incomplete(index)));
+            self.stopped_by_dead_letters
+                .with_label_values(&[name])
+                .set(i64::from(
+                    progress.state == crate::replication::progress::ApplierState::DeadLettersFull,
+                ));
         }
+        self.dead_letters_full
+            .set(i64::from(rep.dead_letters().is_full()));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "encoding metrics failed");

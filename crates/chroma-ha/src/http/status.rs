@@ -3,6 +3,7 @@
 //! scripts read; it keeps the Python balancer's fields).
 
 use super::AppState;
+use crate::replication::progress::ApplierState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -95,7 +96,9 @@ pub struct InstanceStatus {
     pub lag_entries: u64,
     /// Age of the oldest entry it has not applied, seconds.
     pub lag_seconds: f64,
-    /// `running`, `paused` or `waiting_for_server`.
+    /// `running`, `paused`, `waiting_for_server`, or `dead_letters_full`
+    /// (it refused an entry, the dead-letter list is full, and it holds
+    /// that entry unfinished until room is made).
     pub applier: &'static str,
     /// Entries it applied that another server executed.
     pub replayed: u64,
@@ -128,6 +131,14 @@ pub struct Status {
     pub healthy_instances: usize,
     /// Servers configured.
     pub total_instances: usize,
+    /// Whether the dead-letter list is at `replication.max_dead_letters`:
+    /// a server that refuses another entry stops at it.
+    pub dead_letters_full: bool,
+    /// The most dead letters kept.
+    pub max_dead_letters: usize,
+    /// What a full dead-letter list means now and what to do; `None` while
+    /// there is room.
+    pub dead_letters_message: Option<String>,
     /// The log.
     pub write_ahead_log: WalStatus,
     /// Every server, primary first.
@@ -181,6 +192,32 @@ pub fn collect(app: &AppState) -> Status {
         });
     }
     let not_ready_reason = not_ready_reason(app);
+    let letters = rep.dead_letters();
+    let dead_letters_full = letters.is_full();
+    let stopped: Vec<&str> = instances
+        .iter()
+        .filter(|i| i.applier == ApplierState::DeadLettersFull.as_str())
+        .map(|i| i.name.as_str())
+        .collect();
+    let dead_letters_message = (dead_letters_full || !stopped.is_empty()).then(|| {
+        let state = format!(
+            "the dead-letter list is full ({} of {} letters)",
+            letters.len(),
+            letters.max()
+        );
+        let effect = if stopped.is_empty() {
+            "the next server to refuse an entry will stop at it".to_string()
+        } else {
+            format!(
+                "{} stopped at a refused entry and will not move past it",
+                stopped.join(", ")
+            )
+        };
+        format!(
+            "{state}: {effect}. Retry or skip dead letters (/admin/dead-letters) \
+             or raise replication.max_dead_letters"
+        )
+    });
     Status {
         service: "chroma-ha",
         version: env!("CARGO_PKG_VERSION"),
@@ -191,6 +228,9 @@ pub fn collect(app: &AppState) -> Status {
             .map(|i| rep.backends().all()[i].name().to_string()),
         healthy_instances: rep.backends().healthy_count(),
         total_instances: rep.backends().all().len(),
+        dead_letters_full,
+        max_dead_letters: letters.max(),
+        dead_letters_message,
         write_ahead_log: WalStatus {
             pending_writes: pending,
             is_replaying: replaying,

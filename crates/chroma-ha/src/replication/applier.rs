@@ -42,7 +42,7 @@ pub(super) enum TaskEnd {
 /// Decodes a log record into the work it holds and its footprint. A record
 /// this binary cannot read (written by a newer version, or damaged) is not
 /// skipped silently: it goes to the dead-letter list.
-fn decode_work(
+async fn decode_work(
     rep: &Replicator,
     index: usize,
     lsn: u64,
@@ -73,7 +73,8 @@ fn decode_work(
         }
         Ok(LogRecord::Decision { .. }) => (None, None, None),
         Err(e) => {
-            rep.dead_letter_unreadable(index, lsn, payload, &e.to_string());
+            rep.dead_letter_unreadable(index, lsn, payload, &e.to_string())
+                .await;
             (None, None, None)
         }
     }
@@ -188,11 +189,11 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
             record = reader.next(), if a.window.has_room() => {
                 match record {
                     Ok(record) => {
-                        a.take(record.lsn, &record.payload);
+                        a.take(record.lsn, &record.payload).await;
                         // Take whatever else is already durable without waiting.
                         while a.window.has_room() {
                             match reader.try_next().await {
-                                Ok(Some(record)) => a.take(record.lsn, &record.payload),
+                                Ok(Some(record)) => a.take(record.lsn, &record.payload).await,
                                 Ok(None) => break,
                                 Err(e) => {
                                     tracing::error!(server = %a.name, error = %e, "reading the log failed");
@@ -218,9 +219,9 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
 
 impl Applier {
     /// Adds a record read from the log to the window.
-    fn take(&mut self, lsn: u64, payload: &bytes::Bytes) {
+    async fn take(&mut self, lsn: u64, payload: &bytes::Bytes) {
         let progress = &self.rep.progress[self.index];
-        let (work, footprint, held) = decode_work(&self.rep, self.index, lsn, payload);
+        let (work, footprint, held) = decode_work(&self.rep, self.index, lsn, payload).await;
         progress.fetched(lsn, held);
         if self.window.push(lsn, work, footprint) {
             progress.finished(lsn);

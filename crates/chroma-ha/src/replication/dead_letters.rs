@@ -1,11 +1,25 @@
 //! The dead-letter list: entries the executor applied but a server refused
-//! with a well-formed error (a divergence). Durable in `dead_letters.json`;
-//! an operator lists them, retries one, or skips one (admin API).
+//! with a well-formed error (a divergence). An operator lists them, retries
+//! one, or skips one (admin API).
+//!
+//! Durable in `DATA_DIR/dead_letters/`, one metadata file and one record
+//! file per letter (see `files`), so adding or removing a letter writes
+//! only that letter. The metadata of every letter is kept in memory; a
+//! letter's record bytes are read from its file when needed. The list holds
+//! at most `max` letters: [`DeadLetters::add`] refuses past that
+//! ([`DeadLetterError::Full`]) rather than dropping anything.
 
-use super::state_file::{self, StateFileError};
+mod files;
+
+use crate::chroma::WriteFootprint;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use tokio::sync::Notify;
+
+pub use super::state_file::StateFileError;
 
 /// One divergent entry on one server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,141 +42,325 @@ pub struct DeadLetter {
     pub at: f64,
     /// Tries so far (1 = the applier's own).
     pub attempts: u32,
-    /// The entry's log record, base64, so it can be retried after the log
-    /// segment holding it is gone.
-    pub record: String,
+    /// Size of the entry's log record, kept in its own file so it can be
+    /// retried after the log segment holding it is gone.
+    #[serde(default)]
+    pub record_bytes: u64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct FileFormat {
+/// Why a letter could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// The list holds `max` letters already.
+    #[error(
+        "the dead-letter list is full ({max} letters, replication.max_dead_letters): \
+         retry or skip letters (/admin/dead-letters) or raise the limit"
+    )]
+    Full {
+        /// The configured limit.
+        max: usize,
+    },
+    /// Its files could not be written.
+    #[error(transparent)]
+    State(#[from] StateFileError),
+}
+
+#[derive(Debug)]
+struct Indexed {
+    letter: DeadLetter,
+    footprint: Option<WriteFootprint>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// Highest id ever given.
     next_id: u64,
-    dead_letters: Vec<DeadLetter>,
+    letters: BTreeMap<u64, Indexed>,
+    per_server: HashMap<String, usize>,
 }
 
-/// The durable list. Every change is on disk when the call returns.
+impl Index {
+    fn insert(&mut self, letter: DeadLetter, footprint: Option<WriteFootprint>) {
+        self.next_id = self.next_id.max(letter.id);
+        *self.per_server.entry(letter.server.clone()).or_default() += 1;
+        self.letters
+            .insert(letter.id, Indexed { letter, footprint });
+    }
+}
+
+/// The durable, bounded list. Every change is on disk when its call
+/// returns; file I/O runs on blocking threads, and changes are made one at
+/// a time.
 #[derive(Debug)]
 pub struct DeadLetters {
-    path: PathBuf,
-    state: Mutex<FileFormat>,
+    dir: PathBuf,
+    max: usize,
+    index: Mutex<Index>,
+    writes: tokio::sync::Mutex<()>,
+    room: Notify,
+}
+
+/// Runs blocking file work off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    dir: &Path,
+    work: impl FnOnce() -> Result<T, StateFileError> + Send + 'static,
+) -> Result<T, StateFileError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(StateFileError::Io {
+            context: what,
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
 }
 
 impl DeadLetters {
-    /// Loads the list from `path` (empty if missing).
-    pub fn load(path: PathBuf) -> Result<Self, StateFileError> {
-        let state = state_file::load(&path)?.unwrap_or_default();
+    /// Loads the letters of `DATA_DIR/dead_letters/`, first migrating an
+    /// old `DATA_DIR/dead_letters.json` (which is then removed). Holds at
+    /// most `max` letters (letters already stored beyond it are kept).
+    pub async fn open(data_dir: &Path, max: usize) -> Result<Self, StateFileError> {
+        let root = data_dir.to_path_buf();
+        let loaded = blocking("loading dead letters in", data_dir, move || {
+            files::load(&root)
+        })
+        .await?;
+        let mut index = Index {
+            next_id: loaded.next_id,
+            ..Index::default()
+        };
+        for (letter, footprint) in loaded.letters {
+            index.insert(letter, footprint);
+        }
+        if index.letters.len() >= max {
+            tracing::warn!(
+                letters = index.letters.len(),
+                max,
+                "the dead-letter list is full: servers will stop at divergent entries"
+            );
+        }
         Ok(DeadLetters {
-            path,
-            state: Mutex::new(state),
+            dir: data_dir.join(files::DIR),
+            max: max.max(1),
+            index: Mutex::new(index),
+            writes: tokio::sync::Mutex::new(()),
+            room: Notify::new(),
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, FileFormat> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a dead letter (its `id` is assigned here) and stores the list.
-    pub fn add(&self, mut letter: DeadLetter) -> Result<u64, StateFileError> {
-        let mut state = self.state();
-        state.next_id += 1;
-        letter.id = state.next_id;
-        state.dead_letters.push(letter);
-        state_file::store(&self.path, &*state)?;
-        Ok(state.next_id)
+    /// Adds a letter (its `id` is assigned here) with its log record and
+    /// footprint, and returns its id. A letter for the same server and LSN
+    /// is not added twice: the existing one counts another attempt. Fails
+    /// with [`DeadLetterError::Full`] when the list is at its limit.
+    pub async fn add(
+        &self,
+        mut letter: DeadLetter,
+        record: Bytes,
+        footprint: Option<WriteFootprint>,
+    ) -> Result<u64, DeadLetterError> {
+        let _one_at_a_time = self.writes.lock().await;
+        let existing = self
+            .index()
+            .letters
+            .values()
+            .find(|d| d.letter.server == letter.server && d.letter.lsn == letter.lsn)
+            .map(|d| d.letter.id);
+        if let Some(id) = existing {
+            self.store_attempt(id, letter.status, letter.error).await?;
+            return Ok(id);
+        }
+        {
+            let index = self.index();
+            if index.letters.len() >= self.max {
+                return Err(DeadLetterError::Full { max: self.max });
+            }
+            letter.id = index.next_id + 1;
+        }
+        letter.record_bytes = record.len() as u64;
+        let stored = files::StoredLetter {
+            letter: letter.clone(),
+            footprint: footprint.as_ref().map(files::StoredFootprint::from),
+        };
+        let dir = self.dir.clone();
+        blocking("storing a dead letter in", &self.dir, move || {
+            files::store_new(&dir, &stored, &record)
+        })
+        .await?;
+        let id = letter.id;
+        self.index().insert(letter, footprint);
+        Ok(id)
     }
 
     /// Every dead letter, oldest first.
     pub fn list(&self) -> Vec<DeadLetter> {
-        self.state().dead_letters.clone()
+        self.index()
+            .letters
+            .values()
+            .map(|d| d.letter.clone())
+            .collect()
+    }
+
+    /// Every dead letter with its record bytes (`None` if its record file
+    /// cannot be read), oldest first.
+    pub async fn list_with_records(&self) -> Vec<(DeadLetter, Option<Bytes>)> {
+        let letters = self.list();
+        let dir = self.dir.clone();
+        let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
+        let records = blocking("reading dead letters in", &self.dir, move || {
+            Ok(ids
+                .iter()
+                .map(|id| files::read_record(&dir, *id).ok())
+                .collect::<Vec<_>>())
+        })
+        .await
+        .unwrap_or_default();
+        let mut records = records.into_iter();
+        letters
+            .into_iter()
+            .map(|l| (l, records.next().flatten()))
+            .collect()
     }
 
     /// One dead letter.
     pub fn get(&self, id: u64) -> Option<DeadLetter> {
-        self.state()
-            .dead_letters
-            .iter()
-            .find(|d| d.id == id)
-            .cloned()
+        self.index().letters.get(&id).map(|d| d.letter.clone())
     }
 
-    /// Removes a dead letter (resolved or skipped) and stores the list.
-    pub fn remove(&self, id: u64) -> Result<Option<DeadLetter>, StateFileError> {
-        let mut state = self.state();
-        let Some(index) = state.dead_letters.iter().position(|d| d.id == id) else {
-            return Ok(None);
+    /// What dead letter `id`'s entry writes (`Some(None)`: unknown, overlaps
+    /// everything; `None`: no such letter).
+    pub fn footprint(&self, id: u64) -> Option<Option<WriteFootprint>> {
+        self.index().letters.get(&id).map(|d| d.footprint.clone())
+    }
+
+    /// The open letters of `server`: (id, LSN, footprint).
+    pub fn open_for(&self, server: &str) -> Vec<(u64, u64, Option<WriteFootprint>)> {
+        self.index()
+            .letters
+            .values()
+            .filter(|d| d.letter.server == server)
+            .map(|d| (d.letter.id, d.letter.lsn, d.footprint.clone()))
+            .collect()
+    }
+
+    /// Dead letter `id`'s log record, read from its file.
+    pub async fn record(&self, id: u64) -> Result<Bytes, StateFileError> {
+        let dir = self.dir.clone();
+        blocking("reading a dead letter in", &self.dir, move || {
+            files::read_record(&dir, id)
+        })
+        .await
+    }
+
+    /// Removes a dead letter (resolved or skipped) from disk and the list.
+    pub async fn remove(&self, id: u64) -> Result<Option<DeadLetter>, StateFileError> {
+        let _one_at_a_time = self.writes.lock().await;
+        let high_water = {
+            let index = self.index();
+            if !index.letters.contains_key(&id) {
+                return Ok(None);
+            }
+            // Removing the highest letter: keep its id from being reused.
+            let highest = index.letters.keys().next_back().copied();
+            (highest == Some(id)).then_some(index.next_id)
         };
-        let letter = state.dead_letters.remove(index);
-        state_file::store(&self.path, &*state)?;
-        Ok(Some(letter))
+        let dir = self.dir.clone();
+        blocking("removing a dead letter in", &self.dir, move || {
+            files::delete(&dir, id, high_water)
+        })
+        .await?;
+        let removed = {
+            let mut index = self.index();
+            let removed = index.letters.remove(&id);
+            if let Some(d) = &removed {
+                if let Some(n) = index.per_server.get_mut(&d.letter.server) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            removed
+        };
+        self.room.notify_waiters();
+        Ok(removed.map(|d| d.letter))
     }
 
     /// Records another failed try of a dead letter.
-    pub fn record_attempt(
+    pub async fn record_attempt(
         &self,
         id: u64,
         status: u16,
         error: String,
     ) -> Result<(), StateFileError> {
-        let mut state = self.state();
-        if let Some(letter) = state.dead_letters.iter_mut().find(|d| d.id == id) {
-            letter.attempts += 1;
+        let _one_at_a_time = self.writes.lock().await;
+        self.store_attempt(id, status, error).await
+    }
+
+    async fn store_attempt(
+        &self,
+        id: u64,
+        status: u16,
+        error: String,
+    ) -> Result<(), StateFileError> {
+        let stored = {
+            let index = self.index();
+            let Some(d) = index.letters.get(&id) else {
+                return Ok(());
+            };
+            let mut letter = d.letter.clone();
+            letter.attempts = letter.attempts.saturating_add(1);
             letter.status = status;
             letter.error = error;
+            files::StoredLetter {
+                letter,
+                footprint: d.footprint.as_ref().map(files::StoredFootprint::from),
+            }
+        };
+        let dir = self.dir.clone();
+        let letter = stored.letter.clone();
+        blocking("storing a dead letter in", &self.dir, move || {
+            files::store_meta(&dir, &stored)
+        })
+        .await?;
+        if let Some(d) = self.index().letters.get_mut(&id) {
+            d.letter = letter;
         }
-        state_file::store(&self.path, &*state)
+        Ok(())
+    }
+
+    /// Resolves when a letter is removed (room may have been made). Create
+    /// it before trying [`DeadLetters::add`] so no removal is missed.
+    pub fn room_made(&self) -> tokio::sync::futures::Notified<'_> {
+        self.room.notified()
     }
 
     /// How many dead letters a server has.
     pub fn count_for(&self, server: &str) -> usize {
-        self.state()
-            .dead_letters
-            .iter()
-            .filter(|d| d.server == server)
-            .count()
+        self.index().per_server.get(server).copied().unwrap_or(0)
     }
 
     /// How many dead letters there are.
     pub fn len(&self) -> usize {
-        self.state().dead_letters.len()
+        self.index().letters.len()
     }
 
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The most letters the list holds.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Whether the list is at its limit (the next divergence will stop
+    /// its server's applier).
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.max
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn letter(server: &str) -> DeadLetter {
-        DeadLetter {
-            id: 0,
-            server: server.into(),
-            lsn: 9,
-            method: "POST".into(),
-            path: "/api/v2/x".into(),
-            status: 400,
-            error: "{}".into(),
-            at: 0.0,
-            attempts: 1,
-            record: String::new(),
-        }
-    }
-
-    #[test]
-    fn dead_letters_survive_a_reload_and_ids_are_not_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dead_letters.json");
-        let list = DeadLetters::load(path.clone()).unwrap();
-        let a = list.add(letter("replica")).unwrap();
-        let b = list.add(letter("primary")).unwrap();
-        assert_ne!(a, b);
-        assert!(list.remove(a).unwrap().is_some());
-        let again = DeadLetters::load(path).unwrap();
-        assert_eq!(again.len(), 1);
-        assert_eq!(again.count_for("primary"), 1);
-        let c = again.add(letter("replica")).unwrap();
-        assert!(c > b);
-    }
-}
+mod tests;

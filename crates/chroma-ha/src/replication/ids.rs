@@ -3,6 +3,7 @@
 //! existed before the gateway, and what each applied write teaches the id
 //! map.
 
+use super::adoption::Listing;
 use super::applier::Work;
 use super::Replicator;
 use crate::backend::UpstreamResponse;
@@ -141,10 +142,7 @@ impl Replicator {
             }
             Operation::Reset => {
                 self.idmap.forget_server(index);
-                self.adopted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
+                self.adopted.clear();
                 response
             }
             _ => response,
@@ -224,63 +222,60 @@ impl Replicator {
         }
     }
 
-    /// Once per (tenant, database) and run: lists the collections of every
-    /// healthy server (primary first) and links them by name, so logical
-    /// ids of collections made before the gateway are the primary's ids.
+    /// Once per (tenant, database), server and run: lists the scope's
+    /// collections on every healthy server (primary first) and links them
+    /// by name, so logical ids of collections made before the gateway are
+    /// the primary's ids. Concurrent first references wait for the listing
+    /// in progress; a server unhealthy now is listed on a later reference
+    /// once it is healthy; a database no server has is not remembered (see
+    /// `adoption`).
     pub async fn ensure_adopted(&self, tenant: &str, database: &str) {
-        let key = (tenant.to_string(), database.to_string());
-        if !self
+        let servers = self.backends.all();
+        let adopted = self
             .adopted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
-        {
-            return;
+            .ensure(
+                tenant,
+                database,
+                servers.len(),
+                |i| servers[i].health().is_healthy(),
+                |i| self.adopt_listing(i, tenant, database),
+            )
+            .await;
+        if adopted {
+            self.persist_idmap().await;
         }
+    }
+
+    /// Lists (tenant, database)'s collections on server `index` and adopts
+    /// them by name.
+    async fn adopt_listing(&self, index: usize, tenant: &str, database: &str) -> Listing {
         use crate::chroma::segment::encode;
-        let mut complete = true;
-        for (index, backend) in self.backends.all().iter().enumerate() {
-            if !backend.health().is_healthy() {
-                complete = false;
-                continue;
+        let backend = &self.backends.all()[index];
+        let mut offset = 0usize;
+        loop {
+            let path = format!(
+                "/api/v2/tenants/{}/databases/{}/collections?limit=1000&offset={offset}",
+                encode(tenant),
+                encode(database)
+            );
+            let page = match backend
+                .client()
+                .send(Method::GET, &path, HeaderMap::new(), Bytes::new())
+                .await
+            {
+                Ok(r) if r.status.is_success() => collection_infos(&r.body).unwrap_or_default(),
+                Ok(r) if r.status == StatusCode::NOT_FOUND => return Listing::Missing,
+                _ => return Listing::Failed,
+            };
+            for info in &page {
+                self.idmap
+                    .adopt(index, tenant, database, &info.name, &info.id);
             }
-            let mut offset = 0usize;
-            loop {
-                let path = format!(
-                    "/api/v2/tenants/{}/databases/{}/collections?limit=1000&offset={offset}",
-                    encode(tenant),
-                    encode(database)
-                );
-                let page = match backend
-                    .client()
-                    .send(Method::GET, &path, HeaderMap::new(), Bytes::new())
-                    .await
-                {
-                    Ok(r) if r.status.is_success() => collection_infos(&r.body).unwrap_or_default(),
-                    Ok(r) if r.status == StatusCode::NOT_FOUND => break,
-                    _ => {
-                        complete = false;
-                        break;
-                    }
-                };
-                for info in &page {
-                    self.idmap
-                        .adopt(index, tenant, database, &info.name, &info.id);
-                }
-                if page.len() < 1000 {
-                    break;
-                }
-                offset += page.len();
+            if page.len() < 1000 {
+                return Listing::Listed;
             }
+            offset += page.len();
         }
-        if !complete {
-            // Try again on the next reference, when more servers may be up.
-            self.adopted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
-        }
-        self.persist_idmap().await;
     }
 }
 

@@ -11,12 +11,14 @@
 //! - `write`: executor choice, the client write path, refusals.
 //! - `read`: which servers may serve a read; unknown routes.
 //! - `ids`: logical ↔ physical ids in paths and answers, adoption, learning.
-//! - `dead_letter_ops`: dead-lettering entries, an operator's retry.
+//! - `adoption`: which (tenant, database) scopes are adopted on which server.
+//! - `dead_letter_ops`: dead-lettering entries, an operator's retry and skip.
 //! - [`idmap`]: logical ↔ physical collection ids, adoption by name.
 //! - [`progress`]: per-server positions, for reads, executor choice, status.
 //! - [`dead_letters`]: divergent entries an operator retries or skips.
 //! - this file: the [`Replicator`] itself: start-up, state, operator flags.
 
+mod adoption;
 pub mod applied;
 mod applier;
 mod apply_entry;
@@ -39,8 +41,8 @@ use idmap::IdMap;
 use ledger::Ledger;
 use progress::{Progress, ProgressSnapshot};
 use record::{LogRecord, Refusal};
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -111,7 +113,7 @@ pub struct Replicator {
     cursors: Vec<wal::Cursor>,
     paused: Vec<watch::Sender<bool>>,
     settings: ReplicationSettings,
-    adopted: Mutex<HashSet<(String, String)>>,
+    adopted: adoption::Adoptions,
     progress_tx: watch::Sender<u64>,
     fsync: &'static str,
     recovery: wal::Recovery,
@@ -261,7 +263,8 @@ impl Replicator {
         let refused = refusals_since(&log, lowest + 1).await?;
         let boot_lsn = log.last_lsn();
         let idmap = IdMap::load(config.data_dir.join("collections.json"), names)?;
-        let dead_letters = DeadLetters::load(config.data_dir.join("dead_letters.json"))?;
+        let dead_letters =
+            DeadLetters::open(&config.data_dir, config.replication.max_dead_letters).await?;
         let settings = ReplicationSettings {
             apply_window: config.replication.apply_window.max(1),
             retry_base: config.replication.retry_base,
@@ -296,7 +299,7 @@ impl Replicator {
             dead_letters,
             cursors,
             settings,
-            adopted: Mutex::new(HashSet::new()),
+            adopted: adoption::Adoptions::new(adoption::MAX_ADOPTED_SCOPES),
             progress_tx: watch::channel(0).0,
             fsync,
             recovery,
@@ -336,6 +339,7 @@ impl Replicator {
         if !joined_late.is_empty() {
             replicator.save_operator_state()?;
         }
+        replicator.restore_dead_letter_holds();
         for (index, start) in starts.into_iter().enumerate() {
             tokio::spawn(applier::run(replicator.clone(), index, start));
         }

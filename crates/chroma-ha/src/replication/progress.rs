@@ -16,6 +16,10 @@ pub enum ApplierState {
     Paused,
     /// Its server is unhealthy; waiting for it.
     WaitingForServer,
+    /// Its server refused an entry and the dead-letter list is full: it
+    /// holds that entry unfinished (and so stops moving on past it) until
+    /// an operator retries or skips letters.
+    DeadLettersFull,
 }
 
 impl ApplierState {
@@ -25,6 +29,7 @@ impl ApplierState {
             ApplierState::Running => "running",
             ApplierState::Paused => "paused",
             ApplierState::WaitingForServer => "waiting_for_server",
+            ApplierState::DeadLettersFull => "dead_letters_full",
         }
     }
 }
@@ -71,6 +76,11 @@ pub struct ProgressSnapshot {
 struct ProgressInner {
     snapshot: ProgressSnapshot,
     held: BTreeMap<u64, Held>,
+    /// Footprints of this server's open dead letters, by letter id: writes
+    /// it refused, so it does not hold their data.
+    dead: BTreeMap<u64, Option<WriteFootprint>>,
+    /// Entries waiting for room on the full dead-letter list.
+    blocked_on_dead_letters: usize,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -97,6 +107,8 @@ impl Progress {
                     last_error: None,
                 },
                 held: BTreeMap::new(),
+                dead: BTreeMap::new(),
+                blocked_on_dead_letters: 0,
             }),
         }
     }
@@ -111,7 +123,30 @@ impl Progress {
         let mut s = inner.snapshot.clone();
         s.held = inner.held.len();
         s.oldest_held_ms = inner.held.values().map(|h| h.received_at_ms).min();
+        if inner.blocked_on_dead_letters > 0 && s.state != ApplierState::Paused {
+            s.state = ApplierState::DeadLettersFull;
+        }
         s
+    }
+
+    /// Server refused the write of dead letter `id` (footprint `None`:
+    /// unknown, overlaps everything): until [`Progress::release_dead_letter`],
+    /// [`Progress::covers`] is false for every scope it overlaps.
+    pub fn hold_dead_letter(&self, id: u64, footprint: Option<WriteFootprint>) {
+        self.lock().dead.insert(id, footprint);
+    }
+
+    /// Dead letter `id` was retried successfully or skipped.
+    pub fn release_dead_letter(&self, id: u64) {
+        self.lock().dead.remove(&id);
+    }
+
+    /// Marks one entry as waiting for room on the full dead-letter list,
+    /// until the returned guard is dropped; meanwhile the applier reports
+    /// [`ApplierState::DeadLettersFull`].
+    pub fn block_on_dead_letters(&self) -> DeadLettersBlocked<'_> {
+        self.lock().blocked_on_dead_letters += 1;
+        DeadLettersBlocked(self)
     }
 
     /// The applier read record `lsn` (an entry it holds, or `None` for a
@@ -158,7 +193,8 @@ impl Progress {
 
     /// Whether this server has applied every entry up to `barrier` that
     /// overlaps `scope` (`None`: the read touches no data) and that
-    /// `is_pending` says still matters (committed, not undecided).
+    /// `is_pending` says still matters (committed, not undecided), and
+    /// has no open dead letter overlapping `scope` (a write it refused).
     pub fn covers(
         &self,
         scope: Option<&Scope>,
@@ -172,6 +208,13 @@ impl Progress {
         let Some(scope) = scope else {
             return true;
         };
+        let refused_here = inner
+            .dead
+            .values()
+            .any(|f| f.as_ref().is_none_or(|f| f.scope.overlaps(scope)));
+        if refused_here {
+            return false;
+        }
         !inner.held.range(..=barrier).any(|(lsn, held)| {
             let overlaps = held
                 .footprint
@@ -179,6 +222,18 @@ impl Progress {
                 .is_none_or(|f| f.scope.overlaps(scope));
             overlaps && is_pending(*lsn)
         })
+    }
+}
+
+/// An entry waiting for room on the dead-letter list (see
+/// [`Progress::block_on_dead_letters`]); dropping it ends the wait.
+#[derive(Debug)]
+pub struct DeadLettersBlocked<'a>(&'a Progress);
+
+impl Drop for DeadLettersBlocked<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.blocked_on_dead_letters = inner.blocked_on_dead_letters.saturating_sub(1);
     }
 }
 
@@ -221,5 +276,56 @@ mod tests {
         assert_eq!(p.snapshot().oldest_held_ms, Some(5));
         p.finished(1);
         assert!(p.covers(Some(&a), 2, |_| true));
+    }
+
+    #[test]
+    fn a_dead_lettered_entry_keeps_its_server_from_covering_its_scope_until_released() {
+        let p = Progress::new(0);
+        let a = collection("a");
+        let fp = WriteFootprint {
+            scope: a.clone(),
+            keys: Keys::Ids(vec![1]),
+        };
+        p.fetched(
+            1,
+            Some(Held {
+                footprint: Some(fp.clone()),
+                received_at_ms: 5,
+            }),
+        );
+        // The applier dead-letters entry 1 and finishes it.
+        p.hold_dead_letter(7, Some(fp));
+        p.finished(1);
+        p.applied_upto(1);
+        assert!(!p.covers(Some(&a), 1, |_| true), "refused write of a");
+        let database = Scope::Database {
+            tenant: "t".into(),
+            database: "d".into(),
+        };
+        assert!(!p.covers(Some(&database), 1, |_| true), "a is inside d");
+        assert!(p.covers(Some(&collection("b")), 1, |_| true));
+        assert!(p.covers(None, 1, |_| true), "reads of no data");
+        p.release_dead_letter(7);
+        assert!(p.covers(Some(&a), 1, |_| true), "retried or skipped");
+        // A letter whose write the dialect does not know overlaps every scope.
+        p.hold_dead_letter(8, None);
+        assert!(!p.covers(Some(&collection("b")), 1, |_| true));
+        p.release_dead_letter(8);
+        assert!(p.covers(Some(&collection("b")), 1, |_| true));
+    }
+
+    #[test]
+    fn an_applier_waiting_for_room_on_the_dead_letter_list_says_so() {
+        let p = Progress::new(0);
+        let first = p.block_on_dead_letters();
+        let second = p.block_on_dead_letters();
+        assert_eq!(p.snapshot().state, ApplierState::DeadLettersFull);
+        drop(first);
+        assert_eq!(p.snapshot().state, ApplierState::DeadLettersFull);
+        p.set_state(ApplierState::Paused);
+        assert_eq!(p.snapshot().state, ApplierState::Paused);
+        p.set_state(ApplierState::Running);
+        drop(second);
+        assert_eq!(p.snapshot().state, ApplierState::Running);
     }
 }
