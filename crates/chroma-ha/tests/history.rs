@@ -1,0 +1,254 @@
+//! A randomized, seeded, model-based whole-system test in the spirit of
+//! Jepsen: concurrent clients send a random mix over the whole write API
+//! (and strong reads) through a real gateway in front of two real Chroma
+//! servers, while the gateway, the primary and the replica are SIGKILLed at
+//! random (seeded) moments and restarted. Every operation is recorded
+//! (request, answer or connection error, `x-chroma-ha-lsn`, start and end).
+//!
+//! Afterwards the gateway is stopped and its log read: it orders every
+//! write, refusal records say which were refused, and the writes whose
+//! answer never came are found there by their (unique) request. The log is
+//! replayed on an in-memory model of Chroma 1.5.9 (`history_kit/model.rs`),
+//! and the checker (`history_kit/checker.rs`) requires: (a) every server's
+//! content, read directly, equals the model's and the servers are
+//! identical; (b) nothing a client was told failed is applied; (c) every
+//! acknowledged write succeeds in the model at its LSN, every refused one
+//! fails there; (d) every strong read matches the model at some LSN at or
+//! after every write acknowledged before it started. It prints a
+//! `HISTORY-SUMMARY` line per run; on failure the seed and an account of
+//! each violation.
+//!
+//! CI mode (no environment): a fault-free run that validates the model,
+//! then 3 seeds × 7 crash rounds.
+//!
+//! ```text
+//! cargo test -p chroma-ha --test history -- --nocapture
+//! ```
+//!
+//! Long mode: one run with the given seed (`random` picks one and prints
+//! it) and as many crash rounds as asked:
+//!
+//! ```text
+//! HISTORY_SEED=random HISTORY_ROUNDS=100 cargo test -p chroma-ha --test history \
+//!     histories_with -- --nocapture
+//! ```
+//!
+//! `HISTORY_CLIENTS` (default 4) sets the number of concurrent clients. A
+//! failing run is repeated (as far as the timing of a real system allows)
+//! with `HISTORY_SEED=<its seed> HISTORY_ROUNDS=<its rounds>`.
+
+mod fault_kit;
+mod history_kit;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fault_kit::{serial, wait_caught_up, Cluster};
+use history_kit::checker::{check, read_log, read_server, Report};
+use history_kit::workload::Clients;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The gateway's log segments: large enough that nothing is truncated.
+const SEGMENT: &str = "32MiB";
+const SEGMENT_BYTES: u64 = 32 << 20;
+/// Seeds and rounds of CI mode.
+const CI_SEEDS: [u64; 3] = [101, 202, 303];
+const CI_ROUNDS: usize = 7;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One run: what happened and what the checker found.
+struct Run {
+    seed: u64,
+    rounds: usize,
+    report: Report,
+    faults: Vec<String>,
+    took: Duration,
+}
+
+impl Run {
+    fn summary(&self) -> String {
+        let r = &self.report;
+        format!(
+            "HISTORY-SUMMARY seed={} rounds={} ops={} writes={} acked={} failed={} (not_sent={}) \
+             unknown={} reads={} reads_checked={} log_entries={} refused={} transient_refusals={} \
+             violations={} took={:.1}s",
+            self.seed,
+            self.rounds,
+            r.acked + r.failed + r.unknown + r.reads,
+            r.acked + r.failed + r.unknown,
+            r.acked,
+            r.failed,
+            r.not_sent,
+            r.unknown,
+            r.reads,
+            r.reads_checked,
+            r.entries,
+            r.refused,
+            r.transient_refusals,
+            r.violations.len(),
+            self.took.as_secs_f64()
+        )
+    }
+
+    fn account(&self) -> String {
+        let shown: Vec<&String> = self.report.violations.iter().take(12).collect();
+        format!(
+            "history with seed {} ({} rounds; rerun with HISTORY_SEED={} HISTORY_ROUNDS={}) \
+             found {} violation(s); faults: {}\n{}{}",
+            self.seed,
+            self.rounds,
+            self.seed,
+            self.rounds,
+            self.report.violations.len(),
+            self.faults.join(", "),
+            shown.iter().map(|v| format!("- {v}\n")).collect::<String>(),
+            if self.report.violations.len() > shown.len() {
+                format!(
+                    "... and {} more\n",
+                    self.report.violations.len() - shown.len()
+                )
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+fn sleep_ms(rng: &mut StdRng, lo: u64, hi: u64) {
+    std::thread::sleep(Duration::from_millis(rng.random_range(lo..hi)));
+}
+
+/// One crash round: a random pause, then one of the faults.
+fn fault(c: &mut Cluster, rng: &mut StdRng, t0: Instant) -> String {
+    sleep_ms(rng, 300, 1200);
+    let at = t0.elapsed().as_secs_f64();
+    let what = match rng.random_range(0..10u32) {
+        0..=3 => {
+            c.gateway.kill();
+            sleep_ms(rng, 0, 300);
+            c.gateway.restart();
+            "gateway"
+        }
+        4..=5 => {
+            c.primary.kill();
+            sleep_ms(rng, 200, 1500);
+            c.primary.restart();
+            "primary"
+        }
+        6..=7 => {
+            c.replica.kill();
+            sleep_ms(rng, 200, 1500);
+            c.replica.restart();
+            "replica"
+        }
+        8 => {
+            c.primary.kill();
+            sleep_ms(rng, 100, 600);
+            c.gateway.kill();
+            c.gateway.restart();
+            sleep_ms(rng, 100, 600);
+            c.primary.restart();
+            "primary+gateway"
+        }
+        _ => {
+            c.replica.kill();
+            sleep_ms(rng, 100, 600);
+            c.gateway.kill();
+            c.gateway.restart();
+            sleep_ms(rng, 100, 600);
+            c.replica.restart();
+            "replica+gateway"
+        }
+    };
+    format!("{what}@{at:.1}s")
+}
+
+/// Runs one history: `rounds` crash rounds (or, with none, `calm` of
+/// fault-free load), then catch-up, the servers' content, the log, the check.
+fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
+    let t0 = Instant::now();
+    let mut c = Cluster::start(&[("CHROMA_HA_WAL_SEGMENT_BYTES", SEGMENT)]);
+    let clients = Clients::start(&c.gw(), env_usize("HISTORY_CLIENTS", 4), seed);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut faults = Vec::new();
+    std::thread::sleep(Duration::from_millis(800));
+    for _ in 0..rounds {
+        faults.push(fault(&mut c, &mut rng, t0));
+    }
+    std::thread::sleep(if rounds == 0 {
+        calm
+    } else {
+        Duration::from_millis(800)
+    });
+    let ops = clients.stop();
+    let catch_up = wait_caught_up(&c.gw(), Duration::from_secs(120));
+    let servers: Vec<(String, _)> = c
+        .server_urls()
+        .into_iter()
+        .map(|u| {
+            let content = read_server(&u);
+            (u, content)
+        })
+        .collect();
+    let stopped = c.gateway.terminate(Duration::from_secs(10));
+    let log = read_log(&c.gateway.dir().join("data/wal"), SEGMENT_BYTES);
+    let report = check(&ops, &log, &servers);
+    let run = Run {
+        seed,
+        rounds,
+        report,
+        faults,
+        took: t0.elapsed(),
+    };
+    eprintln!(
+        "{} catch_up={:.1}s gateway_stopped_cleanly={stopped}",
+        run.summary(),
+        catch_up.as_secs_f64()
+    );
+    run
+}
+
+#[test]
+fn a_fault_free_history_matches_the_model() {
+    let _serial = serial();
+    let run = run(1, 0, Duration::from_secs(8));
+    assert!(run.report.acked > 0, "nothing was acknowledged");
+    assert!(run.report.violations.is_empty(), "{}", run.account());
+}
+
+#[test]
+fn histories_with_gateway_and_server_kills_match_the_model() {
+    let _serial = serial();
+    let runs: Vec<(u64, usize)> = match std::env::var("HISTORY_SEED").ok().as_deref() {
+        None | Some("") => CI_SEEDS.iter().map(|s| (*s, CI_ROUNDS)).collect(),
+        Some(s) => {
+            let seed = if s == "random" {
+                rand::rng().random_range(1..1_000_000)
+            } else {
+                s.parse().expect("HISTORY_SEED is a number or `random`")
+            };
+            eprintln!("HISTORY_SEED={seed}");
+            vec![(seed, env_usize("HISTORY_ROUNDS", 30))]
+        }
+    };
+    let mut failed = Vec::new();
+    for (seed, rounds) in runs {
+        let run = run(seed, rounds, Duration::ZERO);
+        assert!(
+            run.report.acked > 0,
+            "seed {seed}: nothing was acknowledged"
+        );
+        if !run.report.violations.is_empty() {
+            eprintln!("{}", run.account());
+            failed.push(run.account());
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
