@@ -44,10 +44,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fault_kit::{serial, wait_caught_up, Cluster};
-use history_kit::checker::{check, read_log, read_server, Report};
+use history_kit::checker::{check, read_log, read_server, Logged, Report};
 use history_kit::workload::Clients;
+use history_kit::OpResult;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use support::ChromaServer;
 
 /// The gateway's log segments: large enough that nothing is truncated.
 const SEGMENT: &str = "32MiB";
@@ -213,6 +215,47 @@ fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
         catch_up.as_secs_f64()
     );
     run
+}
+
+/// Validates the model itself: one client against one Chroma server, no
+/// gateway. The client's own order is the log; Chroma's answers decide
+/// which entries count as refused.
+#[test]
+fn the_model_agrees_with_one_chroma_server_directly() {
+    let _serial = serial();
+    let server = ChromaServer::start();
+    let clients = Clients::start(&server.url(), 1, 5);
+    std::thread::sleep(Duration::from_secs(6));
+    let mut ops = clients.stop();
+    ops.sort_by_key(|o| o.seq);
+    let mut log = Vec::new();
+    for o in ops.iter_mut().filter(|o| o.read.is_none()) {
+        let refused = (!matches!(o.verdict(), history_kit::Verdict::Acked))
+            .then_some(chroma_ha::replication::record::Refusal::Rejected);
+        let lsn = log.len() as u64 + 1;
+        if let OpResult::Answer { lsn: l, .. } = &mut o.result {
+            *l = Some(lsn);
+        }
+        log.push(Logged {
+            lsn,
+            method: o.method.clone(),
+            path: o.path.clone(),
+            body: o.body.clone().unwrap_or_default(),
+            refused,
+        });
+    }
+    let content = read_server(&server.url());
+    let report = check(&ops, &log, &[(server.url(), content)]);
+    let run = Run {
+        seed: 5,
+        rounds: 0,
+        report,
+        faults: Vec::new(),
+        took: Duration::ZERO,
+    };
+    eprintln!("{} (one Chroma server, no gateway)", run.summary());
+    assert!(run.report.acked > 0, "nothing was acknowledged");
+    assert!(run.report.violations.is_empty(), "{}", run.account());
 }
 
 #[test]
