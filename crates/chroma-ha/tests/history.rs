@@ -33,7 +33,9 @@
 //!     histories_with -- --nocapture
 //! ```
 //!
-//! `HISTORY_CLIENTS` (default 4) sets the number of concurrent clients. A
+//! `HISTORY_CLIENTS` (default 4) sets the number of concurrent clients;
+//! `HISTORY_DUMP=/tmp/h` writes each run's log and operations to
+//! `/tmp/h.<seed>` for diagnosis. A
 //! failing run is repeated (as far as the timing of a real system allows)
 //! with `HISTORY_SEED=<its seed> HISTORY_ROUNDS=<its rounds>`.
 
@@ -80,7 +82,7 @@ impl Run {
         format!(
             "HISTORY-SUMMARY seed={} rounds={} ops={} writes={} acked={} failed={} (not_sent={}) \
              unknown={} reads={} reads_checked={} log_entries={} refused={} transient_refusals={} \
-             violations={} took={:.1}s",
+             violations={} took={:.1}s faults=[{}]",
             self.seed,
             self.rounds,
             r.acked + r.failed + r.unknown + r.reads,
@@ -95,7 +97,8 @@ impl Run {
             r.refused,
             r.transient_refusals,
             r.violations.len(),
-            self.took.as_secs_f64()
+            self.took.as_secs_f64(),
+            self.faults.join(" ")
         )
     }
 
@@ -201,7 +204,7 @@ fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
         .collect();
     let stopped = c.gateway.terminate(Duration::from_secs(10));
     let log = read_log(&c.gateway.dir().join("data/wal"), SEGMENT_BYTES);
-    let report = check(&ops, &log, &servers);
+    let report = check(&ops, &log, &servers, &seed.to_string());
     let run = Run {
         seed,
         rounds,
@@ -245,7 +248,7 @@ fn the_model_agrees_with_one_chroma_server_directly() {
         });
     }
     let content = read_server(&server.url());
-    let report = check(&ops, &log, &[(server.url(), content)]);
+    let report = check(&ops, &log, &[(server.url(), content)], "direct");
     let run = Run {
         seed: 5,
         rounds: 0,

@@ -151,6 +151,9 @@ struct ReadCheck<'a> {
     all: BTreeMap<&'static str, bool>,
     coll_seen: bool,
     ok: bool,
+    /// The distinct states of the model it was compared with (for reports),
+    /// with the first LSN of each.
+    states: BTreeMap<String, Vec<(u64, String)>>,
 }
 
 const RECORD_POOL: [&str; 6] = ["r0", "r1", "r2", "r3", "r4", "r5"];
@@ -179,6 +182,13 @@ fn got(body: &Value) -> BTreeMap<String, (Option<String>, Value)> {
 }
 
 impl ReadCheck<'_> {
+    fn note(&mut self, what: &str, k: u64, state: String) {
+        let v = self.states.entry(what.to_string()).or_default();
+        if v.last().is_none_or(|(_, s)| *s != state) {
+            v.push((k, state));
+        }
+    }
+
     /// The read's view of the model after LSN `k`.
     fn observe(&mut self, m: &Model, k: u64) {
         let OpResult::Answer { status, body, .. } = &self.op.result else {
@@ -197,6 +207,7 @@ impl ReadCheck<'_> {
                         n.sort();
                         n
                     });
+                    self.note("listing", k, format!("{:?}", m.names(db)));
                     // Chroma lists a missing database as empty.
                     self.ok |= if missing {
                         m.names(db).is_none()
@@ -207,6 +218,10 @@ impl ReadCheck<'_> {
             }
             ReadKind::Get { id, ids } => {
                 let coll = m.by_id(id);
+                if k >= self.lo_scope {
+                    let exists = coll.map(|c| format!("{}/{}", c.db, c.name));
+                    self.note("collection", k, format!("{exists:?}"));
+                }
                 if missing {
                     self.ok |= k >= self.lo_scope && coll.is_none();
                     return;
@@ -218,6 +233,10 @@ impl ReadCheck<'_> {
                         continue;
                     }
                     let Some(c) = coll else { continue };
+                    let state = c.recs.get(*rid).map_or("absent".into(), |r| {
+                        format!("{:?} {}", r.doc, Value::Object(r.meta.clone()))
+                    });
+                    self.note(rid, k, state);
                     let s = seen.get(*rid);
                     if same_rec(
                         c.recs.get(*rid),
@@ -230,6 +249,10 @@ impl ReadCheck<'_> {
             }
             ReadKind::Count { id } => {
                 let coll = m.by_id(id);
+                if k >= self.lo_scope {
+                    let n = coll.map(|c| c.recs.len());
+                    self.note("count", k, format!("{n:?}"));
+                }
                 if missing {
                     self.ok |= k >= self.lo_scope && coll.is_none();
                     return;
@@ -268,9 +291,9 @@ impl ReadCheck<'_> {
 }
 
 /// Checks the history `ops` against the `log` and the servers' content.
-pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)]) -> Report {
+pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &str) -> Report {
     if let Ok(path) = std::env::var("HISTORY_DUMP") {
-        dump(&path, ops, log);
+        dump(&format!("{path}.{tag}"), ops, log);
     }
     let mut rep = Report {
         entries: log.len(),
@@ -412,6 +435,7 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)]) -> Repor
             all: BTreeMap::new(),
             coll_seen: false,
             ok: false,
+            states: BTreeMap::new(),
         });
     }
 
@@ -490,17 +514,22 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)]) -> Repor
     }
     for r in &reads {
         if !r.passed() {
+            let mut lines = Vec::new();
+            for (what, states) in &r.states {
+                let lo = r.lo_rid.get(what.as_str()).copied().unwrap_or(r.lo_scope);
+                let shown: Vec<String> =
+                    states.iter().map(|(k, s)| format!("from LSN {k}: {s}")).collect();
+                let by = of_lsn.get(&lo).map_or(String::new(), |o| {
+                    format!("\n      last acknowledged before the read: {}", o.describe())
+                });
+                lines.push(format!("    {what}: model {}{by}", shown.join("; ")));
+            }
             rep.violations.push(format!(
-                "(d) a strong read matches no state of the model between LSN {} (writes \
-                 acknowledged before it) and LSN {} (writes sent before it ended)\n  read: {}",
-                r.lo_rid
-                    .values()
-                    .copied()
-                    .min()
-                    .unwrap_or(r.lo_scope)
-                    .min(r.lo_scope),
+                "(d) a strong read matches no state of the model up to LSN {} (the last write \
+                 sent before it ended)\n  read: {}\n{}",
                 r.hi,
-                r.op.describe()
+                r.op.describe(),
+                lines.join("\n")
             ));
         }
     }
