@@ -447,6 +447,19 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
         }
     };
     observe(&mut reads, &model, 0);
+    // For the accounts: refusals with Chroma's transient "database is
+    // locked" by target, and when each collection id was deleted.
+    let mut transient_at: HashMap<String, u64> = HashMap::new();
+    let mut deleted_at: HashMap<String, u64> = HashMap::new();
+    let known_ids = |m: &Model| -> Vec<String> {
+        m.colls
+            .iter()
+            .filter_map(|c| match &c.id {
+                super::model::CollId::Known(id) => Some(id.clone()),
+                super::model::CollId::Unknown(_) => None,
+            })
+            .collect()
+    };
     for (i, e) in log.iter().enumerate() {
         let op = of_lsn.get(&e.lsn).copied();
         let Some(w) = &parsed[i] else {
@@ -477,6 +490,7 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
                 ));
             } else if predicted.is_ok() && transient {
                 rep.transient_refusals += 1;
+                transient_at.insert(w.target(), e.lsn);
             } else if predicted.is_ok() && op.is_some_and(|o| o.verdict() == Verdict::Failed) {
                 rep.violations.push(format!(
                     "(c) LSN {} ({}) was refused, but the model says it succeeds there\n  op: {}",
@@ -486,13 +500,32 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
                 ));
             }
         } else {
+            let before = known_ids(&model);
             let result = model.apply(w, e.lsn, answered_id);
+            let after = known_ids(&model);
+            for id in before.into_iter().filter(|id| !after.contains(id)) {
+                deleted_at.insert(id, e.lsn);
+            }
             match (op.map(Op::verdict), &result) {
-                (Some(Verdict::Acked), Err(why)) => rep.violations.push(format!(
-                    "(c) LSN {} was acknowledged, but the model says it fails there: {why}\n  op: {}",
-                    e.lsn,
-                    what(op)
-                )),
+                (Some(Verdict::Acked), Err(why)) => {
+                    let mut hint = String::new();
+                    if let Some(l) = transient_at.get(&w.target()) {
+                        hint += &format!(
+                            "\n  note: LSN {l} on the same target was refused with Chroma's \
+                             \"database is locked\" (a 500 that may have taken effect)"
+                        );
+                    }
+                    if let Some(l) = w.id().and_then(|id| deleted_at.get(id)) {
+                        hint += &format!(
+                            "\n  note: that collection id was deleted at LSN {l}; Chroma answers 404 for it"
+                        );
+                    }
+                    rep.violations.push(format!(
+                        "(c) LSN {} was acknowledged, but the model says it fails there: {why}\n  op: {}{hint}",
+                        e.lsn,
+                        what(op)
+                    ))
+                }
                 (Some(Verdict::Failed), _) => rep.violations.push(format!(
                     "(b) LSN {} is committed (no refusal record), but its client was told it failed\n  op: {}",
                     e.lsn,
@@ -517,10 +550,15 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
             let mut lines = Vec::new();
             for (what, states) in &r.states {
                 let lo = r.lo_rid.get(what.as_str()).copied().unwrap_or(r.lo_scope);
-                let shown: Vec<String> =
-                    states.iter().map(|(k, s)| format!("from LSN {k}: {s}")).collect();
+                let shown: Vec<String> = states
+                    .iter()
+                    .map(|(k, s)| format!("from LSN {k}: {s}"))
+                    .collect();
                 let by = of_lsn.get(&lo).map_or(String::new(), |o| {
-                    format!("\n      last acknowledged before the read: {}", o.describe())
+                    format!(
+                        "\n      last acknowledged before the read: {}",
+                        o.describe()
+                    )
                 });
                 lines.push(format!("    {what}: model {}{by}", shown.join("; ")));
             }

@@ -161,6 +161,14 @@ impl Write {
         }
     }
 
+    /// The collection id its path names, if any.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Write::UpdateColl { id, .. } | Write::Records { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
     /// The (database, collection name) or collection id it concerns, for
     /// reports.
     pub fn target(&self) -> String {
