@@ -73,7 +73,32 @@ struct Run {
     rounds: usize,
     report: Report,
     faults: Vec<String>,
+    /// The gateway's dead letters at the end.
+    dead: Vec<String>,
     took: Duration,
+}
+
+/// One line per dead letter of a `dead_letters.json` or admin listing.
+fn dead_letter_lines(v: &serde_json::Value) -> Vec<String> {
+    let items = v
+        .as_array()
+        .or_else(|| v["dead_letters"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    items
+        .iter()
+        .map(|d| {
+            format!(
+                "dead letter: server {} LSN {} {} {} -> {} {}",
+                d["server"].as_str().unwrap_or("?"),
+                d["lsn"],
+                d["method"].as_str().unwrap_or("?"),
+                history_kit::short_path(d["path"].as_str().unwrap_or("?")),
+                d["status"],
+                history_kit::clip(&d["error"].to_string(), 160)
+            )
+        })
+        .collect()
 }
 
 impl Run {
@@ -82,7 +107,7 @@ impl Run {
         format!(
             "HISTORY-SUMMARY seed={} rounds={} ops={} writes={} acked={} failed={} (not_sent={}) \
              unknown={} reads={} reads_checked={} log_entries={} refused={} transient_refusals={} \
-             violations={} took={:.1}s faults=[{}]",
+             violations={} dead_letters={} took={:.1}s faults=[{}]",
             self.seed,
             self.rounds,
             r.acked + r.failed + r.unknown + r.reads,
@@ -97,6 +122,7 @@ impl Run {
             r.refused,
             r.transient_refusals,
             r.violations.len(),
+            self.dead.len(),
             self.took.as_secs_f64(),
             self.faults.join(" ")
         )
@@ -106,7 +132,7 @@ impl Run {
         let shown: Vec<&String> = self.report.violations.iter().take(12).collect();
         format!(
             "history with seed {} ({} rounds; rerun with HISTORY_SEED={} HISTORY_ROUNDS={}) \
-             found {} violation(s); faults: {}\n{}{}",
+             found {} violation(s); faults: {}\n{}{}{}",
             self.seed,
             self.rounds,
             self.seed,
@@ -121,7 +147,11 @@ impl Run {
                 )
             } else {
                 String::new()
-            }
+            },
+            self.dead
+                .iter()
+                .map(|d| format!("  ({d})\n"))
+                .collect::<String>()
         )
     }
 }
@@ -202,7 +232,22 @@ fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
             (u, content)
         })
         .collect();
+    // Dead letters are not a violation by themselves (the content check
+    // sees their effect), but they explain many: list them.
+    let dead_count = fault_kit::status(&c.gw())
+        .and_then(|s| s["write_ahead_log"]["dead_letters"].as_u64())
+        .unwrap_or(0);
     let stopped = c.gateway.terminate(Duration::from_secs(10));
+    let dead: Vec<String> = std::fs::read(c.gateway.dir().join("data/dead_letters.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .map(|v| dead_letter_lines(&v))
+        .unwrap_or_default();
+    assert!(
+        dead.len() as u64 >= dead_count,
+        "status counted {dead_count} dead letters, dead_letters.json lists {}",
+        dead.len()
+    );
     let log = read_log(&c.gateway.dir().join("data/wal"), SEGMENT_BYTES);
     let report = check(&ops, &log, &servers, &seed.to_string());
     let run = Run {
@@ -210,6 +255,7 @@ fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
         rounds,
         report,
         faults,
+        dead,
         took: t0.elapsed(),
     };
     eprintln!(
@@ -254,6 +300,7 @@ fn the_model_agrees_with_one_chroma_server_directly() {
         rounds: 0,
         report,
         faults: Vec::new(),
+        dead: Vec::new(),
         took: Duration::ZERO,
     };
     eprintln!("{} (one Chroma server, no gateway)", run.summary());

@@ -270,6 +270,28 @@ impl ReadCheck<'_> {
         }
     }
 
+    /// What the read saw, shortly.
+    fn observed(&self) -> String {
+        let OpResult::Answer { status, body, .. } = &self.op.result else {
+            return "no answer".into();
+        };
+        if *status != 200 {
+            return format!("{status} {}", clip(body, 120));
+        }
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        match self.op.read.as_ref().expect("a read") {
+            ReadKind::List { .. } => {
+                let names: Vec<&str> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
+                    .unwrap_or_default();
+                format!("{names:?}")
+            }
+            ReadKind::Get { .. } => format!("{:?}", got(&v)),
+            ReadKind::Count { .. } => body.trim().to_string(),
+        }
+    }
+
     fn passed(&self) -> bool {
         let OpResult::Answer { status, body, .. } = &self.op.result else {
             return true;
@@ -564,9 +586,10 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
             }
             rep.violations.push(format!(
                 "(d) a strong read matches no state of the model up to LSN {} (the last write \
-                 sent before it ended)\n  read: {}\n{}",
+                 sent before it ended)\n  read: {}\n    observed: {}\n{}",
                 r.hi,
                 r.op.describe(),
+                r.observed(),
                 lines.join("\n")
             ));
         }
