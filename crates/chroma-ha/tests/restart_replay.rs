@@ -10,6 +10,8 @@
 //!   repeated `DELETE swapN` deletes the renamed collection.
 //! - `delete {"where": {"tag": "a"}}`, then `update y` to tag `a`: the
 //!   repeated delete-by-where deletes `y`.
+//! - `update z` while `z` does not exist (a no-op), then `add z`: the
+//!   repeated update changes the new record (found by `tests/history.rs`).
 //!
 //! Each test runs several rounds of its sequence against two real Chroma
 //! servers behind a real gateway: both writes acknowledged, the gateway
@@ -248,6 +250,58 @@ fn a_record_retagged_after_a_delete_by_where_survives_a_gateway_kill() {
                 };
                 damaged.push(format!(
                     "round {round}: {url}: {name}: {found}, expected {want:?}"
+                ));
+            }
+        }
+    }
+    finish(test, &c, &damaged, n, &delays);
+}
+
+#[test]
+fn a_record_added_after_an_update_of_its_missing_id_survives_a_gateway_kill() {
+    let _serial = serial();
+    let test = "add_after_update_of_missing_id";
+    let mut c = Cluster::start(&[]);
+    let gw = c.gw();
+    let n = rounds();
+    let mut damaged = Vec::new();
+    let mut delays = Vec::new();
+    for round in 0..n {
+        let name = format!("late{round}");
+        let r = post_json(&collections_url(&gw, DATABASE), &json!({ "name": name }));
+        assert_2xx("create", &r);
+        let id = r.json()["id"].as_str().expect("id").to_string();
+        let base = format!("{}/{id}", collections_url(&gw, DATABASE));
+        settle(&c, lsn_of(&r));
+
+        let r = post_json(
+            &format!("{base}/update"),
+            &json!({"ids": ["z"], "metadatas": [{"tag": "update-of-missing"}]}),
+        );
+        assert_2xx("update of a missing z", &r);
+        let r = post_json(
+            &format!("{base}/add"),
+            &json!({"ids": ["z"], "embeddings": [[1.0, 1.0, 1.0]],
+                    "documents": ["doc-z"], "metadatas": [{"tag": "added"}]}),
+        );
+        assert_2xx("add z", &r);
+        delays.push(kill_restart_catch_up(&mut c, Instant::now()));
+
+        for url in c.server_urls() {
+            let colls = collections_on(&url);
+            let Some(sid) = colls.get(&name) else {
+                damaged.push(format!("round {round}: {url}: collection {name} is gone"));
+                continue;
+            };
+            let records = records_on(&url, sid);
+            let want: BTreeMap<String, (Option<String>, Value)> = [(
+                "z".to_string(),
+                (Some("doc-z".to_string()), json!({"tag": "added"})),
+            )]
+            .into();
+            if records != want {
+                damaged.push(format!(
+                    "round {round}: {url}: {name}: {records:?}, expected {want:?}"
                 ));
             }
         }
