@@ -47,7 +47,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fault_kit::{serial, wait_caught_up, Cluster};
-use history_kit::checker::{check, read_log, read_server, Logged, Report};
+use history_kit::checker::{check, Report};
+use history_kit::sources::{read_log, read_server, Logged};
 use history_kit::workload::Clients;
 use history_kit::OpResult;
 use rand::rngs::StdRng;
@@ -282,9 +283,10 @@ fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
 
 /// Validates the model itself: one client against one Chroma server, no
 /// gateway. The client's own order is the log; Chroma's answers decide
-/// which entries count as refused.
+/// which entries count as refused. Then validates the checker: the same
+/// history with a planted fault must fail.
 #[test]
-fn the_model_agrees_with_one_chroma_server_directly() {
+fn the_model_agrees_with_one_chroma_server_and_the_checker_catches_planted_faults() {
     let _serial = serial();
     let server = ChromaServer::start();
     let clients = Clients::start(&server.url(), 1, 5);
@@ -308,7 +310,7 @@ fn the_model_agrees_with_one_chroma_server_directly() {
         });
     }
     let content = read_server(&server.url());
-    let report = check(&ops, &log, &[(server.url(), content)], "direct");
+    let report = check(&ops, &log, &[(server.url(), content.clone())], "direct");
     let run = Run {
         seed: 5,
         rounds: 0,
@@ -320,6 +322,68 @@ fn the_model_agrees_with_one_chroma_server_directly() {
     eprintln!("{} (one Chroma server, no gateway)", run.summary());
     assert!(run.report.acked > 0, "nothing was acknowledged");
     assert!(run.report.violations.is_empty(), "{}", run.account());
+    checker_catches_planted_violations(&server.url(), &ops, &log, &content);
+}
+
+/// The checker itself: a valid history with one planted fault each must
+/// give a violation of the matching kind.
+fn checker_catches_planted_violations(
+    url: &str,
+    ops: &[history_kit::Op],
+    log: &[Logged],
+    content: &history_kit::sources::Content,
+) {
+    let found =
+        |ops: &[history_kit::Op], log: &[Logged], content: &history_kit::sources::Content| {
+            check(ops, log, &[(url.to_string(), content.clone())], "planted").violations
+        };
+    let kinds = |v: &[String]| v.iter().map(|v| v[..3].to_string()).collect::<Vec<_>>();
+    // (b): a refused write committed after all.
+    let mut committed = log.to_vec();
+    let e = committed
+        .iter_mut()
+        .find(|e| e.refused.is_some())
+        .expect("a refused write");
+    e.refused = None;
+    let v = found(ops, &committed, content);
+    assert!(
+        kinds(&v).contains(&"(b)".to_string()),
+        "planted (b) not found: {v:?}"
+    );
+    // (a): a record lost on the server.
+    let mut lost = content.clone();
+    let recs = lost
+        .values_mut()
+        .flat_map(|colls| colls.values_mut())
+        .map(|(_, recs)| recs)
+        .find(|recs| !recs.is_empty())
+        .expect("a collection with records");
+    let rid = recs.keys().next().cloned().expect("a record");
+    recs.remove(&rid);
+    let v = found(ops, log, &lost);
+    assert!(
+        kinds(&v).contains(&"(a)".to_string()),
+        "planted (a) not found: {v:?}"
+    );
+    // (d): a get that saw nothing although it had found records.
+    let mut stale = ops.to_vec();
+    let read = stale
+        .iter_mut()
+        .find(|o| {
+            matches!(o.read, Some(history_kit::ReadKind::Get { .. }))
+                && matches!(&o.result, OpResult::Answer { status: 200, body, .. }
+                    if body.contains("\"documents\":[\""))
+        })
+        .expect("a get that found records");
+    if let OpResult::Answer { body, .. } = &mut read.result {
+        *body = r#"{"ids":[],"documents":[],"metadatas":[]}"#.to_string();
+    }
+    let v = found(&stale, log, content);
+    assert!(
+        kinds(&v).contains(&"(d)".to_string()),
+        "planted (d) not found: {v:?}"
+    );
+    eprintln!("the checker found each planted violation: (a) lost record, (b) refused write committed, (d) stale read");
 }
 
 #[test]

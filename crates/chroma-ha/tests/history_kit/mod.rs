@@ -1,11 +1,14 @@
 //! The history test's kit (`tests/history.rs`): a model of Chroma 1.5.9
 //! ([`model`]), concurrent recording clients ([`workload`]) and the checker
 //! that replays the gateway's log on the model and compares it with the
-//! clients' answers and every server's content ([`checker`]).
+//! clients' answers ([`checker`], [`reads`]) and with every server's
+//! content, read directly like the log ([`sources`]).
 #![allow(dead_code)]
 
 pub mod checker;
 pub mod model;
+pub mod reads;
+pub mod sources;
 pub mod workload;
 
 use std::time::Instant;
