@@ -19,8 +19,15 @@
 //! `HISTORY-SUMMARY` line per run; on failure the seed and an account of
 //! each violation.
 //!
-//! CI mode (no environment): a fault-free run that validates the model,
-//! then 3 seeds × 7 crash rounds.
+//! CI mode (no environment), about 2.5–3 minutes on the 2-core VM:
+//! - `the_model_agrees_with_one_chroma_server_and_the_checker_catches_planted_faults`:
+//!   one client straight against one Chroma server (no gateway) validates
+//!   the model; the same history with a planted lost record, committed
+//!   refusal and stale read must fail the checker;
+//! - `a_fault_free_history_matches_the_model`: 4 clients through the
+//!   gateway for 8 s, no faults;
+//! - `histories_with_gateway_and_server_kills_match_the_model`: seeds 101,
+//!   202, 303 × 7 crash rounds (21 rounds).
 //!
 //! ```text
 //! cargo test -p chroma-ha --test history -- --nocapture
@@ -36,9 +43,10 @@
 //!
 //! `HISTORY_CLIENTS` (default 4) sets the number of concurrent clients;
 //! `HISTORY_DUMP=/tmp/h` writes each run's log and operations to
-//! `/tmp/h.<seed>` for diagnosis. A
-//! failing run is repeated (as far as the timing of a real system allows)
-//! with `HISTORY_SEED=<its seed> HISTORY_ROUNDS=<its rounds>`.
+//! `/tmp/h.<seed>` for diagnosis; `CHROMA_HA_KEEP_TEST_DIRS=1` keeps the
+//! gateway's log and data. A failing run is repeated (as far as the timing
+//! of a real system allows) with `HISTORY_SEED=<its seed>
+//! HISTORY_ROUNDS=<its rounds>`.
 
 mod fault_kit;
 mod history_kit;
