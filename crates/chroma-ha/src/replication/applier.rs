@@ -108,6 +108,9 @@ struct Applier {
     /// Where the log's cursor stands, and when it last moved.
     log_cursor: u64,
     log_cursor_at: Instant,
+    /// Everything up to here is durably recorded as applied (the cursor of
+    /// the last applied state made durable): the log's cursor follows it.
+    durable_cursor: u64,
     next_dispatch: Instant,
     /// No commit is tried before this (after a failed one).
     commit_not_before: Instant,
@@ -127,6 +130,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         index,
         name: backend.name().to_string(),
         log_cursor: rep.cursors[index].position(),
+        durable_cursor: state.cursor,
         window: Window::new(state, capacity),
         running: JoinSet::new(),
         tasks: HashMap::new(),
@@ -179,6 +183,11 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
             _ = tick.tick() => {
                 if a.window.has_undurable() {
                     a.commit();
+                } else {
+                    // Nothing left to commit: the last commit may have come
+                    // too soon after the previous cursor move, and no later
+                    // one will move the log's cursor while the log is idle.
+                    a.follow_log_cursor().await;
                 }
             }
             Some(done) = a.running.join_next_with_id(), if !a.running.is_empty() => a.task_done(done),
@@ -351,18 +360,8 @@ impl Applier {
         match result {
             Ok(()) => {
                 self.window.committed(&state);
-                let due = self.log_cursor_at.elapsed() >= LOG_CURSOR_INTERVAL;
-                if state.cursor > self.log_cursor && due {
-                    // The log's cursor trails the applied state: it only
-                    // decides which segments the log may delete.
-                    match self.rep.cursors[self.index].commit(state.cursor).await {
-                        Ok(_) => self.log_cursor = state.cursor,
-                        Err(e) => {
-                            tracing::error!(server = %self.name, error = %e, "saving the log cursor failed")
-                        }
-                    }
-                    self.log_cursor_at = Instant::now();
-                }
+                self.durable_cursor = self.durable_cursor.max(state.cursor);
+                self.follow_log_cursor().await;
             }
             Err(e) => {
                 self.rep.progress[self.index]
@@ -371,6 +370,23 @@ impl Applier {
                 // Do not spin: a tick after this tries again.
                 self.commit_not_before = Instant::now() + Duration::from_secs(1);
             }
+        }
+    }
+
+    /// Moves the log's cursor to the durable applied state, at most once
+    /// per `LOG_CURSOR_INTERVAL`. The log's cursor trails the applied
+    /// state: it only decides which segments the log may delete.
+    async fn follow_log_cursor(&mut self) {
+        let due = self.log_cursor_at.elapsed() >= LOG_CURSOR_INTERVAL;
+        if self.durable_cursor > self.log_cursor && due {
+            let target = self.durable_cursor;
+            match self.rep.cursors[self.index].commit(target).await {
+                Ok(_) => self.log_cursor = target,
+                Err(e) => {
+                    tracing::error!(server = %self.name, error = %e, "saving the log cursor failed")
+                }
+            }
+            self.log_cursor_at = Instant::now();
         }
     }
 }
