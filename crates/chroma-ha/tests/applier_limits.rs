@@ -35,6 +35,12 @@ struct Call {
 struct Fake {
     calls: Mutex<Vec<Call>>,
     poisonous: bool,
+    /// Bytes of metadata padding in the collections it creates.
+    pad: usize,
+    /// Collections created, for their ids.
+    created: std::sync::atomic::AtomicU64,
+    /// Distinguishes the ids of different fakes.
+    tag: u64,
 }
 
 impl Fake {
@@ -80,13 +86,46 @@ async fn add(
     (status, body)
 }
 
+async fn create_collection(
+    State(fake): State<Arc<Fake>>,
+    Path((tenant, database)): Path<(String, String)>,
+    body: Bytes,
+) -> (http::StatusCode, Json<serde_json::Value>) {
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let n = fake
+        .created
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let id = format!("0195d1e2-0000-4000-{:04x}-{n:012x}", 0x8000 + fake.tag);
+    let collection = serde_json::json!({
+        "id": id,
+        "name": value["name"],
+        "metadata": { "pad": "p".repeat(fake.pad) },
+        "configuration_json": {},
+        "dimension": null,
+        "tenant": tenant,
+        "database": database,
+        "log_position": 0,
+        "version": 0,
+    });
+    (http::StatusCode::OK, Json(collection))
+}
+
 async fn fake_chroma(poisonous: bool) -> (String, Arc<Fake>) {
-    let fake = Arc::new(Fake {
+    fake_chroma_with(Fake {
         poisonous,
         ..Fake::default()
-    });
+    })
+    .await
+}
+
+async fn fake_chroma_with(fake: Fake) -> (String, Arc<Fake>) {
+    let fake = Arc::new(fake);
     let app = Router::new()
         .route("/api/v2/heartbeat", get(heartbeat))
+        .route(
+            "/api/v2/tenants/{t}/databases/{d}/collections",
+            post(create_collection),
+        )
         .route(
             "/api/v2/tenants/{t}/databases/{d}/collections/{c}/add",
             post(add),
@@ -343,4 +382,45 @@ async fn a_servers_log_cursor_catches_up_with_what_it_applied_once_the_log_is_id
         "the applied segments were deleted (first LSN {})",
         rep.wal().first_lsn()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_answered_by_its_executor_even_when_another_server_applies_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // The executor's answers are large (4 MiB of metadata), so rewriting
+    // them for the client takes a while; the replica's are small and quick.
+    let (primary, _) = fake_chroma_with(Fake {
+        pad: 4 << 20,
+        tag: 1,
+        ..Fake::default()
+    })
+    .await;
+    let (replica, _) = fake_chroma_with(Fake {
+        tag: 2,
+        ..Fake::default()
+    })
+    .await;
+    let rep = replicator(&primary, &replica, dir.path()).await;
+    for i in 0..5 {
+        let answer = rep
+            .write(
+                Method::POST,
+                "/api/v2/tenants/t/databases/d/collections".to_string(),
+                Some("application/json".into()),
+                Bytes::from(format!(r#"{{"name":"answered{i}"}}"#)),
+                HeaderMap::new(),
+            )
+            .await
+            .unwrap();
+        assert!(answer.response.status.is_success());
+        assert_eq!(
+            answer.server, 0,
+            "create {i}: the client got the replica's answer, not its executor's"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&answer.response.body).unwrap();
+        assert_eq!(
+            body["metadata"]["pad"].as_str().map(str::len),
+            Some(4 << 20)
+        );
+    }
 }
