@@ -183,6 +183,8 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
                 if a.window.has_undurable() {
                     a.commit();
                 }
+                // Also while the log is idle: the last commit may have come
+                // too soon after the previous cursor move.
                 a.follow_with_log_cursor().await;
             }
             Some(done) = a.running.join_next_with_id(), if !a.running.is_empty() => a.task_done(done),

@@ -41,10 +41,11 @@ pub(super) async fn execute(
     match (result, class) {
         (Ok(response), AttemptClass::Answer) if response.status.is_success() => {
             let response = rep.learn(index, lsn, work, response, false).await;
-            rep.ledger.commit(lsn);
             rep.progress[index].count_applied(false);
             let response = rep.to_client(index, work, response);
-            rep.ledger.answer(lsn, Ok((index, response)));
+            // Committed and answered in one step: between the two, another
+            // server's replay would take the client's answer.
+            rep.ledger.commit_and_answer(lsn, Ok((index, response)));
             TaskEnd::Finished { sent: true }
         }
         (Ok(response), AttemptClass::Answer) => {

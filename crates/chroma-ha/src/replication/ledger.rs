@@ -225,6 +225,28 @@ impl Ledger {
         self.bump();
     }
 
+    /// Marks the entry committed and gives its waiting client (if any)
+    /// `result`, in one step: no other server's replay of the entry can
+    /// see it committed while its client still waits, and answer in the
+    /// executor's place. The state is committed before the client gets
+    /// the answer, so a read it sends next waits for the entry.
+    pub fn commit_and_answer(&self, lsn: u64, result: WriteResult) {
+        let waiter = {
+            let mut inner = self.lock();
+            let waiter = inner.live.get_mut(&lsn).and_then(|live| {
+                live.state = EntryState::Committed;
+                live.credentials = HeaderMap::new();
+                live.waiter.take()
+            });
+            advance(&mut inner);
+            waiter
+        };
+        self.bump();
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(result);
+        }
+    }
+
     /// Marks the entry refused. The caller must have made the decision
     /// record durable first.
     pub fn refuse(&self, lsn: u64, refusal: Refusal) {
