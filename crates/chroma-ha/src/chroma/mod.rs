@@ -77,8 +77,8 @@ pub use errors::GatewayError;
 pub use footprint::{footprint, hash_id, Keys, WriteFootprint};
 pub use operation::{Class, CollectionSegment, Operation, ResponseIds, ScopeLevel};
 pub use replay::{
-    created_collection_name, is_chroma_error_body, is_unwell, replay_outcome, unreplicable,
-    ReplayOutcome,
+    created_collection_name, is_chroma_error_body, is_sqlite_busy, is_unwell, replay_outcome,
+    unreplicable, ReplayOutcome,
 };
 pub use rewrite::{
     collection_info, collection_infos, rewrite_path_to_physical, rewrite_response_ids,

@@ -64,8 +64,10 @@ fn replay_retry_status(status: StatusCode) -> bool {
 /// a database while other writes run (observed in the fault tests:
 /// `{"error":"InternalError","message":"Database error: error returned from
 /// database: (code: 5) database is locked"}`). On replay it is "not now",
-/// not a divergence.
-fn is_sqlite_busy(status: StatusCode, body: &[u8]) -> bool {
+/// not a divergence. For an executed write it is no verdict either: the
+/// history test saw a create/delete database answered so take effect, so
+/// the write is in doubt (committed and replayed idempotently).
+pub fn is_sqlite_busy(status: StatusCode, body: &[u8]) -> bool {
     const BUSY: &[u8] = b"database is locked";
     status == StatusCode::INTERNAL_SERVER_ERROR && body.windows(BUSY.len()).any(|w| w == BUSY)
 }

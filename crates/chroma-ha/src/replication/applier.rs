@@ -31,6 +31,9 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// follows the durable applied state.
 const LOG_CURSOR_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Panics of one entry's task before it is dead-lettered.
+const MAX_PANICS: u32 = 3;
+
 /// How a task left its slot.
 pub(super) enum TaskEnd {
     /// Finished; `sent`: the server may have applied it.
@@ -42,8 +45,8 @@ pub(super) enum TaskEnd {
 /// Decodes a log record into the work it holds and its footprint. A record
 /// this binary cannot read (written by a newer version, or damaged) is not
 /// skipped silently: it goes to the dead-letter list.
-async fn decode_work(
-    rep: &Replicator,
+fn decode_work(
+    rep: &Arc<Replicator>,
     index: usize,
     lsn: u64,
     payload: &bytes::Bytes,
@@ -73,8 +76,13 @@ async fn decode_work(
         }
         Ok(LogRecord::Decision { .. }) => (None, None, None),
         Err(e) => {
-            rep.dead_letter_unreadable(index, lsn, payload, &e.to_string())
-                .await;
+            // Stored in a task of its own: with the dead-letter list full,
+            // waiting for room here would stop this whole applier.
+            let (rep, payload, error) = (rep.clone(), payload.clone(), e.to_string());
+            tokio::spawn(async move {
+                rep.dead_letter_unreadable(index, lsn, &payload, &error)
+                    .await
+            });
             (None, None, None)
         }
     }
@@ -82,6 +90,11 @@ async fn decode_work(
 
 /// What the ledger says entry `lsn` needs from server `index`.
 fn role_of(rep: &Replicator, index: usize, lsn: u64, paused: bool) -> Role {
+    if rep.is_retrying(index) {
+        // An operator's dead-letter retry is under way on this server:
+        // nothing else may reach it until the retry is over.
+        return Role::Wait;
+    }
     match rep.ledger.state(lsn) {
         EntryState::Refused(_) => Role::Skip,
         // A paused applier replays nothing...
@@ -101,7 +114,10 @@ struct Applier {
     name: String,
     window: Window,
     running: JoinSet<(u64, TaskEnd)>,
-    tasks: HashMap<tokio::task::Id, u64>,
+    /// Running tasks: their entry, and whether they execute it.
+    tasks: HashMap<tokio::task::Id, (u64, bool)>,
+    /// Entries whose task panicked, and how often.
+    panics: HashMap<u64, u32>,
     /// A commit of the applied state under way.
     committing: bool,
     commits: mpsc::UnboundedSender<(AppliedState, Result<(), String>)>,
@@ -133,6 +149,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         window: Window::new(state, capacity),
         running: JoinSet::new(),
         tasks: HashMap::new(),
+        panics: HashMap::new(),
         committing: false,
         commits,
         log_cursor_at: Instant::now(),
@@ -160,7 +177,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         // window or not: a write queued here (behind a conflicting entry in
         // doubt, or past the window) would otherwise wait for this server to
         // come back, and every later conflicting write with it.
-        if is_paused || !healthy {
+        if is_paused || !healthy || progress.is_blocked_on_dead_letters() {
             if let Some(next) = rep.choose_executor(Some(index)) {
                 rep.ledger.hand_over(index, next);
             }
@@ -187,15 +204,15 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
                 // too soon after the previous cursor move.
                 a.follow_with_log_cursor().await;
             }
-            Some(done) = a.running.join_next_with_id(), if !a.running.is_empty() => a.task_done(done),
+            Some(done) = a.running.join_next_with_id(), if !a.running.is_empty() => a.task_done(done).await,
             record = reader.next(), if a.window.has_room() => {
                 match record {
                     Ok(record) => {
-                        a.take(record.lsn, &record.payload).await;
+                        a.take(record.lsn, &record.payload);
                         // Take whatever else is already durable without waiting.
                         while a.window.has_room() {
                             match reader.try_next().await {
-                                Ok(Some(record)) => a.take(record.lsn, &record.payload).await,
+                                Ok(Some(record)) => a.take(record.lsn, &record.payload),
                                 Ok(None) => break,
                                 Err(e) => {
                                     tracing::error!(server = %a.name, error = %e, "reading the log failed");
@@ -217,13 +234,34 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
             _ = tokio::time::sleep_until(a.next_dispatch.into()), if rate_limited => {}
         }
     }
+    // The log is closing (the gateway stops): record what was applied, so
+    // a restart sends none of it again.
+    let finish = async {
+        if a.committing {
+            if let Some((state, result)) = committed.recv().await {
+                a.committed(state, result).await;
+            }
+        }
+        if a.window.has_undurable() {
+            let state = a.window.state_to_commit();
+            if let Ok(Ok(())) = rep.applied.record(&a.name, state).await {
+                tracing::debug!(server = %a.name, "applied state recorded at shutdown");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), finish)
+        .await
+        .is_err()
+    {
+        tracing::warn!(server = %a.name, "recording the applied state at shutdown timed out");
+    }
 }
 
 impl Applier {
     /// Adds a record read from the log to the window.
-    async fn take(&mut self, lsn: u64, payload: &bytes::Bytes) {
+    fn take(&mut self, lsn: u64, payload: &bytes::Bytes) {
         let progress = &self.rep.progress[self.index];
-        let (work, footprint, held) = decode_work(&self.rep, self.index, lsn, payload).await;
+        let (work, footprint, held) = decode_work(&self.rep, self.index, lsn, payload);
         progress.fetched(lsn, held);
         if self.window.push(lsn, work, footprint) {
             progress.finished(lsn);
@@ -303,10 +341,10 @@ impl Applier {
             };
             (lsn, end)
         });
-        self.tasks.insert(handle.id(), lsn);
+        self.tasks.insert(handle.id(), (lsn, executes));
     }
 
-    fn task_done(
+    async fn task_done(
         &mut self,
         done: Result<(tokio::task::Id, (u64, TaskEnd)), tokio::task::JoinError>,
     ) {
@@ -317,19 +355,43 @@ impl Applier {
                     TaskEnd::Finished { sent } => {
                         self.window.finish(lsn, sent);
                         self.rep.progress[self.index].finished(lsn);
+                        self.panics.remove(&lsn);
                     }
                     TaskEnd::Requeue => self.window.requeue(lsn),
                 }
                 self.rep.progress_changed();
             }
             Err(e) => {
-                // A panicking task is a bug; put its entry back so it is
-                // retried. It may have reached the server: that is a
-                // single repeat, as after a crash.
+                // A panicking task is a bug. It may have reached the server:
+                // an execution is committed (as when it ends in doubt) and
+                // replayed; a replay is tried again, a single repeat as after
+                // a crash. An entry whose task keeps panicking is
+                // dead-lettered, so it cannot hold its conflict chain forever.
                 tracing::error!(server = %self.name, error = %e, "apply task failed");
-                if let Some(lsn) = self.tasks.remove(&e.id()) {
-                    self.window.requeue(lsn);
+                let Some((lsn, executes)) = self.tasks.remove(&e.id()) else {
+                    return;
+                };
+                if executes {
+                    self.rep.ledger.commit(lsn);
                 }
+                let panics = self.panics.entry(lsn).or_insert(0);
+                *panics += 1;
+                if *panics < MAX_PANICS {
+                    self.window.requeue(lsn);
+                    return;
+                }
+                self.panics.remove(&lsn);
+                if let Some(work) = self.window.work(lsn) {
+                    let response = super::apply_entry::gave_up_response(
+                        http::StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("its apply task panicked {MAX_PANICS} times: {e}"),
+                    );
+                    self.rep
+                        .dead_letter(self.index, lsn, &work.entry, &response)
+                        .await;
+                }
+                self.window.finish(lsn, true);
+                self.rep.progress[self.index].finished(lsn);
             }
         }
     }

@@ -48,18 +48,33 @@ pub(super) async fn execute(
             rep.ledger.commit_and_answer(lsn, Ok((index, response)));
             TaskEnd::Finished { sent: true }
         }
-        (Ok(response), AttemptClass::Answer) => {
+        (Ok(response), AttemptClass::Answer)
+            if !crate::chroma::is_sqlite_busy(response.status, &response.body) =>
+        {
             // Chroma's verdict: the write is refused, here and everywhere.
-            let answer = match rep.record_refusal(lsn, Refusal::Rejected).await {
-                Ok(()) => Ok((index, rep.to_client(index, work, response))),
-                Err(e) => Err(GatewayError::gateway_timeout(format!(
-                    "outcome unknown: Chroma refused the write at LSN {lsn} ({}), but the \
-                     refusal could not be recorded ({e}); a restarted gateway may still apply it",
-                    response.status
-                ))),
-            };
-            rep.ledger.answer(lsn, answer);
-            TaskEnd::Finished { sent: true }
+            match rep.record_refusal(lsn, Refusal::Rejected).await {
+                Ok(()) => {
+                    let response = rep.to_client(index, work, response);
+                    rep.ledger.answer(lsn, Ok((index, response)));
+                    TaskEnd::Finished { sent: true }
+                }
+                Err(e) => {
+                    // Without a durable refusal a restart would commit it:
+                    // commit it now, so every server applies it in order
+                    // (and dead-letters it if it refuses too).
+                    rep.ledger.answer(
+                        lsn,
+                        Err(GatewayError::gateway_timeout(format!(
+                            "outcome unknown: Chroma refused the write at LSN {lsn} ({}), but \
+                             the refusal could not be recorded ({e}); it counts as committed \
+                             and every server will be sent it",
+                            response.status
+                        ))),
+                    );
+                    rep.ledger.commit(lsn);
+                    replay(rep, index, lsn, work).await
+                }
+            }
         }
         (result, _) => {
             let reached = match &result {
@@ -74,18 +89,33 @@ pub(super) async fn execute(
                     rep.ledger.reassign(lsn, next);
                     return TaskEnd::Requeue;
                 }
-                let answer = match rep.record_refusal(lsn, Refusal::Cancelled).await {
-                    Ok(()) => GatewayError::service_unavailable(format!(
-                        "no Chroma server could take the write (last: {error}); it was not applied"
-                    )),
-                    Err(e) => GatewayError::gateway_timeout(format!(
-                        "outcome unknown: no Chroma server could take the write at LSN {lsn} \
-                         (last: {error}), and its cancellation could not be recorded ({e}); \
-                         a restarted gateway may still apply it"
-                    )),
+                return match rep.record_refusal(lsn, Refusal::Cancelled).await {
+                    Ok(()) => {
+                        rep.ledger.answer(
+                            lsn,
+                            Err(GatewayError::service_unavailable(format!(
+                                "no Chroma server could take the write (last: {error}); it was \
+                                 not applied"
+                            ))),
+                        );
+                        TaskEnd::Finished { sent: false }
+                    }
+                    Err(e) => {
+                        // As a restart would: committed, applied when a
+                        // server can take it (this one too: requeued).
+                        rep.ledger.answer(
+                            lsn,
+                            Err(GatewayError::gateway_timeout(format!(
+                                "outcome unknown: no Chroma server could take the write at LSN \
+                                 {lsn} (last: {error}), and its cancellation could not be \
+                                 recorded ({e}); it counts as committed and will be applied \
+                                 when a server can take it"
+                            ))),
+                        );
+                        rep.ledger.commit(lsn);
+                        TaskEnd::Requeue
+                    }
                 };
-                rep.ledger.answer(lsn, Err(answer));
-                return TaskEnd::Finished { sent: false };
             }
             // It may have been applied: it is committed now, and every
             // server (this one too) applies it idempotently. The first
@@ -203,14 +233,22 @@ fn gave_up(
         Ok(r) => r.status,
         Err(_) => http::StatusCode::SERVICE_UNAVAILABLE,
     };
-    let error = GatewayError::new(
+    gave_up_response(
         status,
-        "GaveUp",
         format!(
             "gave up after {attempts} tries over {:.0} s while the server was healthy; last: {error}",
             failing_for.as_secs_f64()
         ),
-    );
+    )
+}
+
+/// A Chroma-style `GaveUp` error answer with `status`, for a dead letter
+/// the gateway itself decided on.
+pub(super) fn gave_up_response(
+    status: http::StatusCode,
+    message: String,
+) -> crate::backend::UpstreamResponse {
+    let error = GatewayError::new(status, "GaveUp", message);
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -220,25 +258,5 @@ fn gave_up(
         status,
         headers,
         body: bytes::Bytes::from(error.body()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_and_stays_under_the_cap() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(10);
-        for attempt in 0..40 {
-            let ceiling = (0.1 * 2f64.powi(attempt.min(30) as i32)).min(10.0);
-            let delays: Vec<Duration> = (0..50).map(|_| backoff(base, cap, attempt)).collect();
-            assert!(delays.iter().all(|d| d.as_secs_f64() <= ceiling + 1e-9));
-            assert!(delays.iter().all(|d| *d <= cap));
-            // Full jitter: not all the same.
-            assert!(delays.iter().any(|d| *d != delays[0]), "attempt {attempt}");
-        }
     }
 }

@@ -12,6 +12,7 @@ use crate::chroma::{GatewayError, Route, WriteFootprint};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -289,6 +290,19 @@ impl Replicator {
                 "dead letter {id} is not an entry"
             )));
         };
+        // Nothing else reaches the server while the retry runs: its
+        // applier starts nothing new, and what it already read is covered
+        // by the order check below.
+        if self.retrying[index]
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(out_of_order(format!(
+                "another dead-letter retry on {} is under way; try again when it is done",
+                letter.server
+            )));
+        }
+        let _retrying = RetryGuard(&self.retrying[index]);
         let footprint = footprint_of(&entry);
         if let Some(later) = self
             .later_conflict(index, id, letter.lsn, &footprint)
@@ -342,5 +356,14 @@ impl Replicator {
                 Ok(false)
             }
         }
+    }
+}
+
+/// Ends a server's retry window when the retry returns, however it returns.
+struct RetryGuard<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for RetryGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }

@@ -100,6 +100,17 @@ pub enum StartError {
         #[source]
         source: wal::WalError,
     },
+    /// A log record this binary cannot decode (written by a newer version?).
+    #[error(
+        "the log record at LSN {lsn} cannot be read by this version ({error}): it may be a \
+         decision written by a newer chroma-ha; start that version instead"
+    )]
+    UnreadableRecord {
+        /// The record.
+        lsn: u64,
+        /// Why it cannot be read.
+        error: String,
+    },
 }
 
 /// The replication core: log, ledger, appliers, id map, dead letters.
@@ -122,6 +133,9 @@ pub struct Replicator {
     /// Servers configured after the log had already dropped part of its
     /// history: they lack writes nothing will replay to them.
     incomplete: Vec<std::sync::atomic::AtomicBool>,
+    /// A dead-letter retry is under way on the server: its applier starts
+    /// nothing meanwhile.
+    retrying: Vec<std::sync::atomic::AtomicBool>,
     /// Where operator actions (pause, drain) are kept across restarts.
     operator_path: std::path::PathBuf,
 }
@@ -183,11 +197,21 @@ async fn refusals_since(log: &wal::Wal, from: u64) -> Result<BTreeMap<u64, Refus
     loop {
         let lsn = reader.next_lsn();
         match reader.try_next().await {
-            Ok(Some(rec)) => {
-                if let Ok(LogRecord::Decision { lsn, refusal }) = record::decode(&rec.payload) {
+            Ok(Some(rec)) => match record::decode(&rec.payload) {
+                Ok(LogRecord::Decision { lsn, refusal }) => {
                     refused.insert(lsn, refusal);
                 }
-            }
+                Ok(LogRecord::Entry(_)) => {}
+                // A record this binary cannot read may be a decision of a
+                // newer version: counting its entry as committed could apply
+                // a write whose client was told it failed.
+                Err(e) => {
+                    return Err(StartError::UnreadableRecord {
+                        lsn: rec.lsn,
+                        error: e.to_string(),
+                    })
+                }
+            },
             Ok(None) => return Ok(refused),
             Err(source) => return Err(StartError::Decisions { lsn, source }),
         }
@@ -235,22 +259,28 @@ impl Replicator {
         let mut cursors = Vec::new();
         let mut joined_late = Vec::new();
         for backend in backends.all() {
-            let is_new =
-                !known.contains_key(backend.name()) && !states.contains_key(backend.name());
-            if is_new && log.first_lsn() > 1 {
-                joined_late.push(backend.name().to_string());
-            }
             cursors.push(log.cursor(backend.name()).await.map_err(wal_err)?);
         }
         // Where each applier starts: its durable applied state. The log's
         // cursor trails it (it is moved after the state is durable), so it
-        // is only the start for a server with no applied state yet.
+        // is only the start for a server with no applied state yet. A
+        // server whose position is before the oldest record the log holds
+        // (new, or removed and added back after the log moved on) lacks
+        // writes nothing can replay to it: it is marked incomplete.
         let starts: Vec<applied::AppliedState> = backends
             .all()
             .iter()
             .zip(&cursors)
             .map(|(backend, cursor)| {
                 let mut state = states.remove(backend.name()).unwrap_or_default();
+                let before = known
+                    .get(backend.name())
+                    .copied()
+                    .unwrap_or(0)
+                    .max(state.cursor);
+                if before + 1 < log.first_lsn() {
+                    joined_late.push(backend.name().to_string());
+                }
                 if state.cursor < cursor.position() {
                     state.cursor = cursor.position();
                     let floor = state.cursor;
@@ -288,6 +318,10 @@ impl Replicator {
         let replicator = Arc::new(Replicator {
             progress: starts.iter().map(|s| Progress::new(s.cursor)).collect(),
             incomplete: cursors
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            retrying: cursors
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
@@ -397,6 +431,11 @@ impl Replicator {
     /// history and has not been marked complete by an operator.
     pub fn is_incomplete(&self, index: usize) -> bool {
         self.incomplete[index].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a dead-letter retry is under way on server `index`.
+    pub(crate) fn is_retrying(&self, index: usize) -> bool {
+        self.retrying[index].load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Marks server `index` complete (an operator filled it from another

@@ -149,6 +149,12 @@ impl Progress {
         DeadLettersBlocked(self)
     }
 
+    /// Whether the applier holds an entry until the full dead-letter list
+    /// has room: such a server must not be chosen to execute writes.
+    pub fn is_blocked_on_dead_letters(&self) -> bool {
+        self.lock().blocked_on_dead_letters > 0
+    }
+
     /// The applier read record `lsn` (an entry it holds, or `None` for a
     /// record it finished at once).
     pub fn fetched(&self, lsn: u64, held: Option<Held>) {

@@ -239,6 +239,11 @@ impl Window {
         self.slots.get_mut(index).filter(|s| s.lsn == lsn)
     }
 
+    /// The work of the entry at `lsn`, if the window holds it.
+    pub fn work(&mut self, lsn: u64) -> Option<Work> {
+        self.slot_mut(lsn).and_then(|s| s.work.clone())
+    }
+
     /// A running entry finished; `sent`: it reached (or may have reached)
     /// the server.
     pub fn finish(&mut self, lsn: u64, sent: bool) {

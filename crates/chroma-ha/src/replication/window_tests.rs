@@ -142,6 +142,9 @@ enum Step {
     CommitThenCrash,
     /// The gateway dies.
     Crash,
+    /// The running entry at this position goes back to waiting without
+    /// having reached the server (its execution was handed on).
+    Requeue(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -151,6 +154,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Commit),
         1 => Just(Step::CommitThenCrash),
         1 => Just(Step::Crash),
+        1 => (0usize..8).prop_map(Step::Requeue),
     ]
 }
 
@@ -171,6 +175,7 @@ proptest! {
     #[test]
     fn a_server_is_never_sent_an_entry_after_a_later_conflicting_one(
         codes in prop::collection::vec(any::<u8>(), 1..24),
+        refused in prop::collection::btree_set(1u64..24, 0..4),
         steps in prop::collection::vec(step(), 0..120),
         capacity in 2usize..8,
     ) {
@@ -193,7 +198,8 @@ proptest! {
             fill(&mut w);
             match step {
                 Step::Start => {
-                    for s in w.plan(16, |_| Role::Replay, |_| true).starts {
+                    let role = |lsn: u64| if refused.contains(&lsn) { Role::Skip } else { Role::Replay };
+                    for s in w.plan(16, role, |_| true).starts {
                         running.push(s.lsn);
                         sent.push(s.lsn);
                     }
@@ -203,6 +209,14 @@ proptest! {
                     w.finish(lsn, true);
                 }
                 Step::Finish(_) => {}
+                Step::Requeue(k) if !running.is_empty() && i < finish_all => {
+                    let lsn = running.remove(k % running.len());
+                    w.requeue(lsn);
+                    if let Some(at) = sent.iter().rposition(|s| *s == lsn) {
+                        sent.remove(at);
+                    }
+                }
+                Step::Requeue(_) => {}
                 Step::Commit | Step::CommitThenCrash => {
                     let state = w.state_to_commit();
                     w.committed(&state);
@@ -224,8 +238,11 @@ proptest! {
                 prop_assert!(!later_conflicting, "{e} sent after {f}; sends: {sent:?}");
             }
         }
-        for lsn in 1..=n {
+        for lsn in (1..=n).filter(|l| !refused.contains(l)) {
             prop_assert!(sent.contains(&lsn), "{lsn} never sent; sends: {sent:?}");
+        }
+        for lsn in &refused {
+            prop_assert!(!sent.contains(lsn), "refused {lsn} was sent");
         }
     }
 }

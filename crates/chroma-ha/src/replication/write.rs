@@ -26,6 +26,7 @@ impl Replicator {
                     && b.health().is_healthy()
                     && !self.is_paused(*i)
                     && !self.is_incomplete(*i)
+                    && !self.progress[*i].is_blocked_on_dead_letters()
             })
             .map(|(i, _)| i)
             .collect();
@@ -149,17 +150,18 @@ impl Replicator {
     /// Durably records that `lsn` is refused, then marks it so in memory.
     /// Decision records are exempt from the log's size cap, so a full log
     /// does not stop them. `Err` when the record could not be made durable:
-    /// the client must then be told the outcome is unknown, since a
-    /// restarted gateway would count the entry as committed. In memory it
-    /// is refused either way, so this run applies it nowhere.
+    /// the entry is then *not* refused; the caller must treat it as a
+    /// restarted gateway would (committed) and tell its client the outcome
+    /// is unknown.
     pub(super) async fn record_refusal(&self, lsn: u64, refusal: Refusal) -> Result<(), String> {
         let logged = self
             .wal
             .append_uncapped(record::encode_decision(lsn, refusal))
             .await;
-        let result = match logged {
+        match logged {
             Ok(decision_lsn) => {
                 self.ledger.not_an_entry(decision_lsn);
+                self.ledger.refuse(lsn, refusal);
                 Ok(())
             }
             Err(e) => {
@@ -167,12 +169,11 @@ impl Replicator {
                     lsn,
                     ?refusal,
                     error = %e,
-                    "the refusal could not be logged; its client is told the outcome is unknown"
+                    "the refusal could not be logged: the write counts as committed and its \
+                     client is told the outcome is unknown"
                 );
                 Err(e.to_string())
             }
-        };
-        self.ledger.refuse(lsn, refusal);
-        result
+        }
     }
 }
