@@ -3,6 +3,12 @@
 //! server that executed the create. This map links each logical id to the
 //! physical id on every server, is kept durable in `collections.json`, and
 //! adopts collections found on the servers by (tenant, database, name).
+//!
+//! Names are kept per server: each server applies the log in order, so a
+//! lagging server may still know a collection by a name that another server
+//! has already given to a different collection. A write that names a
+//! collection by name (a delete, a resolution, an adoption) on a server
+//! means the collection that has the name *on that server*.
 
 use super::state_file::{self, StateFileError};
 use serde::{Deserialize, Serialize};
@@ -20,8 +26,18 @@ pub struct CollectionEntry {
     pub tenant: String,
     /// Database name.
     pub database: String,
-    /// Its current name.
+    /// Its latest name: the one the latest rename applied anywhere gave it
+    /// (the one clients see).
     pub name: String,
+    /// Its name on each server, as far as that server has applied the log.
+    /// Absent in files written before names were kept per server.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
+    /// The LSN of the rename that gave it [`CollectionEntry::name`], so that
+    /// a lagging server applying an earlier rename does not bring back an
+    /// older name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_lsn: Option<u64>,
     /// The LSN of the create entry that made it, if the gateway saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_lsn: Option<u64>,
@@ -31,6 +47,14 @@ pub struct CollectionEntry {
     /// name there again, since another collection may have taken the name.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub gone: BTreeSet<String>,
+}
+
+impl CollectionEntry {
+    /// Its name on `server`: the one recorded there, else the latest name
+    /// (a server that holds no link to it, or a file of an older version).
+    pub fn name_on(&self, server: &str) -> &str {
+        self.names.get(server).unwrap_or(&self.name)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -57,7 +81,15 @@ pub struct IdMap {
 }
 
 impl Maps {
-    fn link(&mut self, server: usize, servers: &[String], logical: &str, physical: &str) {
+    /// Links `logical` to `physical` on `server`, where it is named `name`.
+    fn link(
+        &mut self,
+        server: usize,
+        servers: &[String],
+        logical: &str,
+        physical: &str,
+        name: &str,
+    ) {
         if let Some(entry) = self.by_logical.get_mut(logical) {
             if let Some(old) = entry
                 .physical
@@ -65,6 +97,9 @@ impl Maps {
             {
                 self.by_physical[server].remove(&old);
             }
+            entry
+                .names
+                .insert(servers[server].clone(), name.to_string());
             self.by_physical[server].insert(physical.to_string(), logical.to_string());
         }
     }
@@ -76,6 +111,7 @@ impl Maps {
         if let Some(physical) = entry.physical.remove(&servers[server]) {
             self.by_physical[server].remove(&physical);
         }
+        entry.names.remove(&servers[server]);
         entry.gone.insert(servers[server].clone());
         if entry.physical.is_empty() {
             self.by_logical.remove(logical);
@@ -104,6 +140,8 @@ impl Maps {
                 tenant: tenant.to_string(),
                 database: database.to_string(),
                 name: name.to_string(),
+                names: BTreeMap::new(),
+                renamed_lsn: None,
                 created_lsn,
                 physical: BTreeMap::new(),
                 gone: BTreeSet::new(),
@@ -112,19 +150,19 @@ impl Maps {
         logical
     }
 
-    fn find_by_name(
+    /// The newest collection named `name` on `server` that has no link
+    /// there yet and was not deleted there.
+    fn find_unlinked_by_name(
         &self,
         tenant: &str,
         database: &str,
         name: &str,
-        missing_on: Option<&str>,
+        server: &str,
     ) -> Option<String> {
         self.by_logical
             .values()
-            .filter(|c| c.tenant == tenant && c.database == database && c.name == name)
-            .filter(|c| {
-                missing_on.is_none_or(|s| !c.physical.contains_key(s) && !c.gone.contains(s))
-            })
+            .filter(|c| c.tenant == tenant && c.database == database && c.name_on(server) == name)
+            .filter(|c| !c.physical.contains_key(server) && !c.gone.contains(server))
             .max_by_key(|c| c.created_lsn)
             .map(|c| c.logical.clone())
     }
@@ -140,10 +178,19 @@ impl IdMap {
             by_logical: HashMap::new(),
             by_physical: vec![HashMap::new(); servers.len()],
         };
-        for entry in file.collections {
+        for mut entry in file.collections {
             for (i, server) in servers.iter().enumerate() {
                 if let Some(physical) = entry.physical.get(server) {
                     maps.by_physical[i].insert(physical.clone(), entry.logical.clone());
+                }
+            }
+            // A file of an older version has only the latest name: the best
+            // guess for each linked server, kept from now on so that later
+            // renames on other servers do not move it.
+            let linked: Vec<String> = entry.physical.keys().cloned().collect();
+            for server in linked {
+                if !entry.names.contains_key(&server) {
+                    entry.names.insert(server, entry.name.clone());
                 }
             }
             maps.by_logical.insert(entry.logical.clone(), entry);
@@ -227,7 +274,7 @@ impl IdMap {
                     c.created_lsn.is_none()
                         && c.tenant == tenant
                         && c.database == database
-                        && c.name == name
+                        && c.name_on(server_name) == name
                         && !c.physical.contains_key(server_name)
                         && !c.gone.contains(server_name)
                 })
@@ -240,7 +287,7 @@ impl IdMap {
         if let Some(entry) = maps.by_logical.get_mut(&logical) {
             entry.created_lsn.get_or_insert(lsn);
         }
-        maps.link(server, &self.servers, &logical, physical);
+        maps.link(server, &self.servers, &logical, physical, name);
         drop(maps);
         self.changed();
         logical
@@ -262,11 +309,12 @@ impl IdMap {
         if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
             return logical;
         }
-        let logical = match maps.find_by_name(tenant, database, name, Some(&self.servers[server])) {
-            Some(logical) => logical,
-            None => maps.insert_new(physical, tenant, database, name, None),
-        };
-        maps.link(server, &self.servers, &logical, physical);
+        let logical =
+            match maps.find_unlinked_by_name(tenant, database, name, &self.servers[server]) {
+                Some(logical) => logical,
+                None => maps.insert_new(physical, tenant, database, name, None),
+            };
+        maps.link(server, &self.servers, &logical, physical, name);
         drop(maps);
         self.changed();
         logical
@@ -281,13 +329,23 @@ impl IdMap {
             .is_some_and(|c| c.gone.contains(&self.servers[server]))
     }
 
-    /// Links `logical` to `physical` on `server` (found by name).
-    pub fn link(&self, server: usize, logical: &str, physical: &str) {
-        self.maps().link(server, &self.servers, logical, physical);
+    /// The name of `logical` on `server` (see [`CollectionEntry::name_on`]).
+    pub fn name_on(&self, logical: &str, server: usize) -> Option<String> {
+        let maps = self.maps();
+        let entry = maps.by_logical.get(logical)?;
+        Some(entry.name_on(&self.servers[server]).to_string())
+    }
+
+    /// Links `logical` to `physical` on `server` (found there by `name`).
+    pub fn link(&self, server: usize, logical: &str, physical: &str, name: &str) {
+        self.maps()
+            .link(server, &self.servers, logical, physical, name);
         self.changed();
     }
 
-    /// `server` deleted the collection named `name`: drop its link.
+    /// `server` deleted the collection named `name` *on that server* (which
+    /// may lag: another collection may have that name elsewhere already):
+    /// drop its link there.
     pub fn forget(&self, server: usize, tenant: &str, database: &str, name: &str) {
         let mut maps = self.maps();
         let server_name = &self.servers[server];
@@ -297,7 +355,7 @@ impl IdMap {
             .find(|c| {
                 c.tenant == tenant
                     && c.database == database
-                    && c.name == name
+                    && c.name_on(server_name) == name
                     && c.physical.contains_key(server_name)
             })
             .map(|c| c.logical.clone());
@@ -335,10 +393,17 @@ impl IdMap {
         self.changed();
     }
 
-    /// The collection was renamed.
-    pub fn rename(&self, logical: &str, name: &str) {
+    /// `server` applied the rename entry `lsn` of `logical` to `name`. The
+    /// latest name follows the rename of the highest LSN seen.
+    pub fn rename(&self, logical: &str, server: usize, name: &str, lsn: u64) {
         if let Some(entry) = self.maps().by_logical.get_mut(logical) {
-            entry.name = name.to_string();
+            entry
+                .names
+                .insert(self.servers[server].clone(), name.to_string());
+            if entry.renamed_lsn.is_none_or(|latest| lsn >= latest) {
+                entry.name = name.to_string();
+                entry.renamed_lsn = Some(lsn);
+            }
         }
         self.changed();
     }
@@ -441,5 +506,113 @@ mod tests {
         assert_eq!(ids.physical(&a, 1).as_deref(), Some("R1"));
         ids.forget_server(1);
         assert!(ids.is_empty());
+    }
+
+    /// Both servers hold `old` and `new`; the primary then deletes `old` and
+    /// renames `new` to `old` (LSNs 3 and 4) while the replica lags.
+    fn primary_reuses_a_deleted_name(ids: &IdMap, old: &str, new: &str) -> (String, String) {
+        let a = ids.learn_created(1, 0, "t", "d", old, &format!("P-{old}"));
+        ids.learn_created(1, 1, "t", "d", old, &format!("R-{old}"));
+        let b = ids.learn_created(2, 0, "t", "d", new, &format!("P-{new}"));
+        ids.learn_created(2, 1, "t", "d", new, &format!("R-{new}"));
+        ids.forget(0, "t", "d", old);
+        ids.rename(&b, 0, old, 4);
+        (a, b)
+    }
+
+    #[test]
+    fn a_lagging_servers_delete_by_name_unlinks_the_collection_that_had_the_name_on_that_server_not_the_one_renamed_into_it(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        // Which entry a name-keyed lookup finds depends on hash-map order:
+        // enough rounds that a wrong pick cannot pass by luck.
+        for round in 0..32 {
+            let (old, new) = (format!("old{round}"), format!("new{round}"));
+            let (a, b) = primary_reuses_a_deleted_name(&ids, &old, &new);
+            // The replica catches up: its delete of `old` means `a`.
+            ids.forget(1, "t", "d", &old);
+            assert!(
+                ids.get(&a).is_none(),
+                "round {round}: `a` is gone everywhere"
+            );
+            assert_eq!(
+                ids.physical(&b, 1),
+                Some(format!("R-{new}")),
+                "round {round}: the replica's delete unlinked the collection renamed into the name"
+            );
+            assert!(!ids.is_gone_on(&b, 1), "round {round}");
+            ids.rename(&b, 1, &old, 4);
+            assert_eq!(ids.name_on(&b, 1), Some(old.clone()), "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_lagging_server_resolves_a_collection_by_the_name_it_has_on_that_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let (_, b) = primary_reuses_a_deleted_name(&ids, "old", "new");
+        assert_eq!(ids.get(&b).unwrap().name, "old", "clients see the new name");
+        assert_eq!(ids.name_on(&b, 0).as_deref(), Some("old"));
+        assert_eq!(
+            ids.name_on(&b, 1).as_deref(),
+            Some("new"),
+            "the replica has not applied the rename yet"
+        );
+    }
+
+    #[test]
+    fn a_lagging_server_applying_an_earlier_rename_does_not_bring_back_an_older_latest_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let a = ids.learn_created(1, 0, "t", "d", "first", "P1");
+        ids.learn_created(1, 1, "t", "d", "first", "R1");
+        ids.rename(&a, 0, "second", 5);
+        ids.rename(&a, 0, "third", 6);
+        ids.rename(&a, 1, "second", 5);
+        assert_eq!(ids.get(&a).unwrap().name, "third");
+        assert_eq!(ids.name_on(&a, 1).as_deref(), Some("second"));
+        ids.rename(&a, 1, "third", 6);
+        assert_eq!(ids.name_on(&a, 1).as_deref(), Some("third"));
+    }
+
+    #[tokio::test]
+    async fn per_server_names_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let (a, b) = primary_reuses_a_deleted_name(&ids, "old", "new");
+        ids.persist().await.unwrap();
+        drop(ids);
+        for _ in 0..16 {
+            let again = map(dir.path());
+            assert_eq!(again.name_on(&b, 1).as_deref(), Some("new"));
+            assert_eq!(again.name_on(&b, 0).as_deref(), Some("old"));
+            again.forget(1, "t", "d", "old");
+            assert!(again.get(&a).is_none());
+            assert_eq!(again.physical(&b, 1).as_deref(), Some("R-new"));
+            // Reloaded again from the same file: `again` is not persisted.
+        }
+        // And the latest rename's LSN survives too.
+        let again = map(dir.path());
+        again.rename(&b, 1, "earlier", 3);
+        assert_eq!(again.get(&b).unwrap().name, "old");
+    }
+
+    #[test]
+    fn a_file_without_per_server_names_gives_each_linked_server_the_latest_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collections.json");
+        let old_format = serde_json::json!({"collections": [{
+            "logical": "P1", "tenant": "t", "database": "d", "name": "docs",
+            "created_lsn": 1, "physical": {"primary": "P1", "replica": "R1"}
+        }]});
+        std::fs::write(&path, serde_json::to_vec(&old_format).unwrap()).unwrap();
+        let ids = map(dir.path());
+        assert_eq!(ids.name_on("P1", 1).as_deref(), Some("docs"));
+        // A rename on the primary does not move the replica's name.
+        ids.rename("P1", 0, "renamed", 9);
+        assert_eq!(ids.name_on("P1", 1).as_deref(), Some("docs"));
+        ids.forget(1, "t", "d", "docs");
+        assert_eq!(ids.physical("P1", 1), None);
     }
 }

@@ -42,11 +42,12 @@ impl Replicator {
             // Deleted there: another collection may have taken its name.
             return None;
         }
+        let name = self.idmap.name_on(logical, index)?;
         let response = self
-            .get_by_name(index, &entry.tenant, &entry.database, &entry.name)
+            .get_by_name(index, &entry.tenant, &entry.database, &name)
             .await?;
         let info = collection_info(&response.body)?;
-        self.idmap.link(index, logical, &info.id);
+        self.idmap.link(index, logical, &info.id, &info.name);
         self.persist_idmap().await;
         Some(info.id)
     }
@@ -136,7 +137,7 @@ impl Replicator {
                     .ok()
                     .and_then(|v| v.get("new_name").and_then(|n| n.as_str()).map(String::from));
                 if let (Some(name), Some(logical)) = (new_name, route.collection_id()) {
-                    self.idmap.rename(logical, &name);
+                    self.idmap.rename(logical, index, &name, lsn);
                 }
                 response
             }
