@@ -96,6 +96,28 @@ struct Run {
 }
 
 /// One line per dead letter of a `dead_letters.json` or admin listing.
+/// The dead letters a stopped gateway left in `data`: one metadata file per
+/// letter in `dead_letters/` (each `{"letter": {...}, ...}`).
+fn stored_dead_letters(data: &std::path::Path) -> serde_json::Value {
+    let mut letters = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(data.join("dead_letters"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    for path in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+    {
+        if let Some(v) = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            letters.push(v.get("letter").cloned().unwrap_or(v));
+        }
+    }
+    serde_json::Value::Array(letters)
+}
+
 fn dead_letter_lines(v: &serde_json::Value) -> Vec<String> {
     let items = v
         .as_array()
@@ -251,11 +273,7 @@ fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
         .and_then(|s| s["write_ahead_log"]["dead_letters"].as_u64())
         .unwrap_or(0);
     let stopped = c.gateway.terminate(Duration::from_secs(10));
-    let dead: Vec<String> = std::fs::read(c.gateway.dir().join("data/dead_letters.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .map(|v| dead_letter_lines(&v))
-        .unwrap_or_default();
+    let dead = dead_letter_lines(&stored_dead_letters(&c.gateway.dir().join("data")));
     assert!(
         dead.len() as u64 >= dead_count,
         "status counted {dead_count} dead letters, dead_letters.json lists {}",
