@@ -6,7 +6,10 @@ use super::operation::ScopeLevel;
 ///
 /// Strings are percent-decoded path values (what Chroma itself sees). A
 /// collection is named by the id the client used (the logical id).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Serialized with a `level` tag (`global`, `database`, `collection`), as
+/// dead letters store it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "level", rename_all = "snake_case")]
 pub enum Scope {
     /// Everything: tenants, databases, collections of every tenant.
     Global,

@@ -121,8 +121,6 @@ struct Applier {
     /// A commit of the applied state under way.
     committing: bool,
     commits: mpsc::UnboundedSender<(AppliedState, Result<(), String>)>,
-    /// The cursor of the durable applied state.
-    durable: u64,
     /// Where the log's cursor stands, and when it last moved.
     log_cursor: u64,
     log_cursor_at: Instant,
@@ -145,7 +143,6 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         index,
         name: backend.name().to_string(),
         log_cursor: rep.cursors[index].position(),
-        durable: state.cursor,
         window: Window::new(state, capacity),
         running: JoinSet::new(),
         tasks: HashMap::new(),
@@ -418,11 +415,12 @@ impl Applier {
     /// every [`LOG_CURSOR_INTERVAL`]. It trails the applied state: it only
     /// decides which segments the log may delete.
     async fn follow_with_log_cursor(&mut self) {
-        if self.durable <= self.log_cursor || self.log_cursor_at.elapsed() < LOG_CURSOR_INTERVAL {
+        let durable = self.window.durable_upto();
+        if durable <= self.log_cursor || self.log_cursor_at.elapsed() < LOG_CURSOR_INTERVAL {
             return;
         }
-        match self.rep.cursors[self.index].commit(self.durable).await {
-            Ok(_) => self.log_cursor = self.durable,
+        match self.rep.cursors[self.index].commit(durable).await {
+            Ok(_) => self.log_cursor = durable,
             Err(e) => {
                 tracing::error!(server = %self.name, error = %e, "saving the log cursor failed")
             }
@@ -435,7 +433,6 @@ impl Applier {
         match result {
             Ok(()) => {
                 self.window.committed(&state);
-                self.durable = state.cursor;
                 self.follow_with_log_cursor().await;
             }
             Err(e) => {

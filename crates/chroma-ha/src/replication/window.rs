@@ -120,6 +120,11 @@ impl Window {
         self.slots.back().map_or(self.retired_upto, |s| s.lsn) + 1
     }
 
+    /// The cursor of the last durable applied state.
+    pub fn durable_upto(&self) -> u64 {
+        self.durable_upto
+    }
+
     /// Whether another record fits.
     pub fn has_room(&self) -> bool {
         self.slots.len() < self.capacity

@@ -33,72 +33,35 @@ const NEXT_ID: &str = "next_id";
 /// A footprint as stored in a letter's metadata file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct StoredFootprint {
-    scope: StoredScope,
+    scope: Scope,
     /// Record id hashes; `None` = every record (or everything in scope).
     ids: Option<Vec<u64>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "level", rename_all = "snake_case")]
-enum StoredScope {
-    Global,
-    Database {
-        tenant: String,
-        database: String,
-    },
-    Collection {
-        tenant: String,
-        database: String,
-        collection: String,
-    },
-}
-
 impl From<&WriteFootprint> for StoredFootprint {
     fn from(f: &WriteFootprint) -> Self {
-        let scope = match &f.scope {
-            Scope::Global => StoredScope::Global,
-            Scope::Database { tenant, database } => StoredScope::Database {
-                tenant: tenant.clone(),
-                database: database.clone(),
-            },
-            Scope::Collection {
-                tenant,
-                database,
-                collection,
-            } => StoredScope::Collection {
-                tenant: tenant.clone(),
-                database: database.clone(),
-                collection: collection.clone(),
-            },
-        };
         let ids = match &f.keys {
             Keys::All => None,
             Keys::Ids(ids) => Some(ids.clone()),
         };
-        StoredFootprint { scope, ids }
+        StoredFootprint {
+            scope: f.scope.clone(),
+            ids,
+        }
     }
 }
 
 impl From<StoredFootprint> for WriteFootprint {
     fn from(f: StoredFootprint) -> Self {
-        let scope = match f.scope {
-            StoredScope::Global => Scope::Global,
-            StoredScope::Database { tenant, database } => Scope::Database { tenant, database },
-            StoredScope::Collection {
-                tenant,
-                database,
-                collection,
-            } => Scope::Collection {
-                tenant,
-                database,
-                collection,
-            },
-        };
+        // An empty id list would conflict with nothing: read it as all.
         let keys = match f.ids {
             Some(ids) if !ids.is_empty() => Keys::Ids(ids),
             _ => Keys::All,
         };
-        WriteFootprint { scope, keys }
+        WriteFootprint {
+            scope: f.scope,
+            keys,
+        }
     }
 }
 
