@@ -179,8 +179,23 @@ pub(super) async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: 
                 let response = rep.learn(index, lsn, work, response, already).await;
                 progress.count_applied(true);
                 if rep.ledger.has_waiter(lsn) {
-                    let response = rep.to_client(index, work, response);
-                    rep.ledger.answer(lsn, Ok((index, response)));
+                    // A waiting client's execution ended in doubt. "Already
+                    // done" cannot tell whether that attempt did it or the
+                    // effect was there before (a delete of a database that
+                    // never existed): Chroma's own answer is unknown.
+                    let answer = if already {
+                        Err(GatewayError::gateway_timeout(format!(
+                            "outcome unknown: the write at LSN {lsn} ended in doubt on its \
+                             first server, and server {} now answers {} (already done), which \
+                             does not tell whether this request did it; it is committed and \
+                             applied on every server",
+                            backend.name(),
+                            response.status
+                        )))
+                    } else {
+                        Ok((index, rep.to_client(index, work, response)))
+                    };
+                    rep.ledger.answer(lsn, answer);
                 }
                 return TaskEnd::Finished { sent: true };
             }

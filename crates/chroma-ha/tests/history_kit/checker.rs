@@ -194,6 +194,7 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
             any: BTreeMap::new(),
             all: BTreeMap::new(),
             coll_seen: false,
+            deleted_within: false,
             ok: false,
             states: BTreeMap::new(),
         });

@@ -1,0 +1,145 @@
+//! What a client is told when its write's execution ends in doubt (Chroma
+//! answers 500 "database is locked") and the replay that settles it finds
+//! the effect already there. Against in-process fake Chroma servers, so
+//! the in-doubt answer comes every time; the history test
+//! (`tests/history.rs`) found the bug against real Chroma.
+
+use axum::extract::{Path, State};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use bytes::Bytes;
+use chroma_ha::backend::Backends;
+use chroma_ha::config::{Config, FsyncPolicy};
+use chroma_ha::replication::Replicator;
+use http::{HeaderMap, Method, StatusCode};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A fake server whose database deletes answer "database is locked" on the
+/// first call, then 200 if the database `existed`, else 404.
+struct Fake {
+    existed: bool,
+    deletes: AtomicU32,
+}
+
+async fn heartbeat() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"nanosecond heartbeat": 1}))
+}
+
+async fn delete_database(
+    State(fake): State<Arc<Fake>>,
+    Path((_t, d)): Path<(String, String)>,
+) -> (StatusCode, String) {
+    let n = fake.deletes.fetch_add(1, Ordering::SeqCst);
+    if n == 0 {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":"InternalError","message":"Database error: error returned from database: (code: 5) database is locked"}"#.into(),
+        );
+    }
+    if fake.existed {
+        (StatusCode::OK, "{}".into())
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!(r#"{{"error":"NotFoundError","message":"Database [{d}] not found"}}"#),
+        )
+    }
+}
+
+async fn fake_chroma(existed: bool) -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake {
+        existed,
+        deletes: AtomicU32::new(0),
+    });
+    let app = Router::new()
+        .route("/api/v2/heartbeat", get(heartbeat))
+        .route("/api/v2/tenants/{t}/databases/{d}", delete(delete_database))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, fake)
+}
+
+async fn replicator(primary: &str, replica: &str, dir: &std::path::Path) -> Arc<Replicator> {
+    let mut config = Config::with_servers(primary, &[replica]).unwrap();
+    config.data_dir = dir.to_path_buf();
+    config.wal.fsync = FsyncPolicy::Never;
+    config.health.check_interval = Duration::from_millis(50);
+    config.health.failure_threshold = 1_000_000;
+    config.replication.retry_base = Duration::from_millis(10);
+    config.replication.retry_cap = Duration::from_millis(40);
+    let backends = Arc::new(Backends::new(&config).unwrap());
+    std::mem::forget(backends.spawn_probes());
+    let rep = Replicator::start(&config, backends.clone(), None)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backends.healthy_count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "fake servers never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rep
+}
+
+/// Deletes database `hdb1` through the gateway: the status the client gets.
+async fn delete_hdb1(existed: bool) -> (StatusCode, String, [u32; 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, p) = fake_chroma(existed).await;
+    let (replica, r) = fake_chroma(existed).await;
+    let rep = replicator(&primary, &replica, dir.path()).await;
+    let answer = rep
+        .write(
+            Method::DELETE,
+            "/api/v2/tenants/default_tenant/databases/hdb1".into(),
+            None,
+            Bytes::new(),
+            HeaderMap::new(),
+        )
+        .await;
+    let (status, body) = match answer {
+        Ok(a) => (
+            a.response.status,
+            String::from_utf8_lossy(&a.response.body).into_owned(),
+        ),
+        Err(e) => (e.status, String::from_utf8_lossy(&e.body()).into_owned()),
+    };
+    // Both servers settle it (the entry is committed either way).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.deletes.load(Ordering::SeqCst) < 2 || r.deletes.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the delete was never replayed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (
+        status,
+        body,
+        [
+            p.deletes.load(Ordering::SeqCst),
+            r.deletes.load(Ordering::SeqCst),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_ended_in_doubt_and_then_found_nothing_to_delete_is_answered_outcome_unknown_not_success(
+) {
+    let (status, body, _) = delete_hdb1(false).await;
+    assert_eq!(
+        status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "Chroma would have answered 404 had the first attempt not been in doubt, so a 200 \
+         is a lie; got {status} {body}"
+    );
+    assert!(body.contains("outcome unknown"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_ended_in_doubt_and_then_applied_is_answered_with_the_servers_success() {
+    let (status, body, _) = delete_hdb1(true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
