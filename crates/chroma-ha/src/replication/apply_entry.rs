@@ -201,10 +201,13 @@ pub(super) async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: 
             }
             (ReplayOutcome::Divergent, Ok(response)) => {
                 // A client still waiting here had its execution end in doubt:
-                // the entry is committed, so this server's refusal is not its
-                // answer. It gets one from a server that applies it, or the
-                // "logged, outcome pending" timeout.
+                // the entry is committed, so this server's refusal alone is
+                // not its answer. It gets one from a server that applies it,
+                // from the last server to refuse it too, or the "logged,
+                // outcome pending" timeout.
                 rep.dead_letter(index, lsn, &work.entry, &response).await;
+                rep.settle_if_refused_everywhere(index, lsn, work, response)
+                    .await;
                 return TaskEnd::Finished { sent: true };
             }
             (_, result) => {

@@ -159,6 +159,54 @@ impl Replicator {
         }
     }
 
+    /// Settles committed entry `lsn` when every server has refused it with
+    /// Chroma's own verdict (an entry whose execution ended in doubt, or
+    /// was cut short by a crash, then turned out to be refused): no server
+    /// applied it, so they agree. The refusal is logged (a restart then
+    /// skips it too), the letters are closed, and a client still waiting
+    /// gets Chroma's answer from server `index`. Otherwise nothing changes.
+    pub(super) async fn settle_if_refused_everywhere(
+        &self,
+        index: usize,
+        lsn: u64,
+        work: &Work,
+        response: UpstreamResponse,
+    ) {
+        let letters: Vec<DeadLetter> = self
+            .dead_letters
+            .list()
+            .into_iter()
+            .filter(|l| l.lsn == lsn)
+            .collect();
+        let everywhere = self.backends.all().iter().all(|b| {
+            letters
+                .iter()
+                .any(|l| l.server == b.name() && l.is_chromas_refusal())
+        });
+        if !everywhere {
+            return;
+        }
+        if let Err(e) = self.record_refusal(lsn, record::Refusal::Rejected).await {
+            tracing::error!(lsn, error = %e, "every server refused an entry, but the refusal could not be logged; its dead letters stay open");
+            return;
+        }
+        for letter in &letters {
+            if let Err(e) = self.skip_dead_letter(letter.id).await {
+                tracing::error!(lsn, id = letter.id, error = %e, "closing a dead letter of an entry refused everywhere failed");
+            }
+        }
+        tracing::warn!(
+            lsn,
+            status = response.status.as_u16(),
+            "every server refused a committed entry (its outcome was in doubt): no server \
+             applied it; recorded as refused and its dead letters closed"
+        );
+        if self.ledger.has_waiter(lsn) {
+            let response = self.to_client(index, work, response);
+            self.ledger.answer(lsn, Ok((index, response)));
+        }
+    }
+
     /// At start: every open dead letter keeps its server from serving
     /// strong reads of the letter's scope.
     pub(super) fn restore_dead_letter_holds(&self) {

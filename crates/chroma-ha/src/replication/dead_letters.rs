@@ -48,6 +48,15 @@ pub struct DeadLetter {
     pub record_bytes: u64,
 }
 
+impl DeadLetter {
+    /// Whether the letter holds Chroma's own verdict on the entry (a
+    /// well-formed refusal), not the gateway giving up on it (`GaveUp`) or
+    /// a log record it could not read.
+    pub fn is_chromas_refusal(&self) -> bool {
+        self.status != 0 && !self.error.contains(r#""error":"GaveUp""#)
+    }
+}
+
 /// Why a letter could not be added.
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {

@@ -100,10 +100,16 @@ impl Maps {
             entry
                 .names
                 .insert(servers[server].clone(), name.to_string());
+            // It is on that server now (a create applied after a delete).
+            entry.gone.remove(&servers[server]);
             self.by_physical[server].insert(physical.to_string(), logical.to_string());
         }
     }
 
+    /// `server` no longer holds `logical`. The entry is dropped only once
+    /// every server has deleted it: a lagging server that has not applied
+    /// its create yet still needs it, to link its copy to the logical id
+    /// that later entries name.
     fn unlink(&mut self, server: usize, servers: &[String], logical: &str) {
         let Some(entry) = self.by_logical.get_mut(logical) else {
             return;
@@ -113,7 +119,7 @@ impl Maps {
         }
         entry.names.remove(&servers[server]);
         entry.gone.insert(servers[server].clone());
-        if entry.physical.is_empty() {
+        if entry.physical.is_empty() && servers.iter().all(|s| entry.gone.contains(s)) {
             self.by_logical.remove(logical);
         }
     }
@@ -343,36 +349,52 @@ impl IdMap {
         self.changed();
     }
 
-    /// `server` deleted the collection named `name` *on that server* (which
-    /// may lag: another collection may have that name elsewhere already):
-    /// drop its link there.
-    pub fn forget(&self, server: usize, tenant: &str, database: &str, name: &str) {
+    /// `server` applied the delete entry `lsn` of the collection named
+    /// `name` *on that server* (which may lag: another collection may have
+    /// that name elsewhere already): drop its link there. A collection of
+    /// that name it holds no link to and whose create came before `lsn`
+    /// (one it never had) is marked gone there too; one created after
+    /// `lsn` is not touched, since the server has yet to apply its create.
+    pub fn forget(&self, server: usize, tenant: &str, database: &str, name: &str, lsn: u64) {
         let mut maps = self.maps();
         let server_name = &self.servers[server];
+        let named = |c: &CollectionEntry| {
+            c.tenant == tenant && c.database == database && c.name_on(server_name) == name
+        };
         let found = maps
             .by_logical
             .values()
-            .find(|c| {
-                c.tenant == tenant
-                    && c.database == database
-                    && c.name_on(server_name) == name
-                    && c.physical.contains_key(server_name)
-            })
+            .find(|c| named(c) && c.physical.contains_key(server_name))
             .map(|c| c.logical.clone());
-        if let Some(logical) = found {
-            maps.unlink(server, &self.servers, &logical);
-            drop(maps);
-            self.changed();
+        let doomed: Vec<String> = match found {
+            Some(logical) => vec![logical],
+            None => maps
+                .by_logical
+                .values()
+                .filter(|c| named(c) && created_before(c, lsn) && !c.gone.contains(server_name))
+                .map(|c| c.logical.clone())
+                .collect(),
+        };
+        if doomed.is_empty() {
+            return;
         }
+        for logical in doomed {
+            maps.unlink(server, &self.servers, &logical);
+        }
+        drop(maps);
+        self.changed();
     }
 
-    /// `server` deleted a whole database: drop its links there.
-    pub fn forget_database(&self, server: usize, tenant: &str, database: &str) {
+    /// `server` applied the delete entry `lsn` of a whole database: drop
+    /// its links there to the collections created before `lsn` (the ones
+    /// created after it, in a database of the same name made again, are
+    /// still to come on that server).
+    pub fn forget_database(&self, server: usize, tenant: &str, database: &str, lsn: u64) {
         let mut maps = self.maps();
         let doomed: Vec<String> = maps
             .by_logical
             .values()
-            .filter(|c| c.tenant == tenant && c.database == database)
+            .filter(|c| c.tenant == tenant && c.database == database && created_before(c, lsn))
             .map(|c| c.logical.clone())
             .collect();
         for logical in doomed {
@@ -432,6 +454,12 @@ impl IdMap {
     }
 }
 
+/// Whether `entry` was created before the entry `lsn` (or outside the
+/// log: adopted, so before anything the gateway applies now).
+fn created_before(entry: &CollectionEntry, lsn: u64) -> bool {
+    entry.created_lsn.is_none_or(|created| created < lsn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,7 +495,7 @@ mod tests {
         let ids = map(dir.path());
         let old = ids.learn_created(1, 0, "t", "d", "taken", "P1");
         ids.learn_created(1, 1, "t", "d", "taken", "R1");
-        ids.forget(0, "t", "d", "taken");
+        ids.forget(0, "t", "d", "taken", 100);
         assert!(ids.is_gone_on(&old, 0));
         assert!(
             !ids.is_gone_on(&old, 1),
@@ -487,8 +515,8 @@ mod tests {
         let ids = map(dir.path());
         let a = ids.adopt(0, "t", "d", "old", "P9");
         assert_eq!(ids.adopt(1, "t", "d", "old", "R9"), a);
-        ids.forget(0, "t", "d", "old");
-        ids.forget(1, "t", "d", "old");
+        ids.forget(0, "t", "d", "old", 100);
+        ids.forget(1, "t", "d", "old", 100);
         assert!(ids.get(&a).is_none());
         let b = ids.learn_created(20, 0, "t", "d", "old", "P10");
         assert_ne!(a, b);
@@ -515,7 +543,7 @@ mod tests {
         ids.learn_created(1, 1, "t", "d", old, &format!("R-{old}"));
         let b = ids.learn_created(2, 0, "t", "d", new, &format!("P-{new}"));
         ids.learn_created(2, 1, "t", "d", new, &format!("R-{new}"));
-        ids.forget(0, "t", "d", old);
+        ids.forget(0, "t", "d", old, 3);
         ids.rename(&b, 0, old, 4);
         (a, b)
     }
@@ -531,7 +559,7 @@ mod tests {
             let (old, new) = (format!("old{round}"), format!("new{round}"));
             let (a, b) = primary_reuses_a_deleted_name(&ids, &old, &new);
             // The replica catches up: its delete of `old` means `a`.
-            ids.forget(1, "t", "d", &old);
+            ids.forget(1, "t", "d", &old, 100);
             assert!(
                 ids.get(&a).is_none(),
                 "round {round}: `a` is gone everywhere"
@@ -587,7 +615,7 @@ mod tests {
             let again = map(dir.path());
             assert_eq!(again.name_on(&b, 1).as_deref(), Some("new"));
             assert_eq!(again.name_on(&b, 0).as_deref(), Some("old"));
-            again.forget(1, "t", "d", "old");
+            again.forget(1, "t", "d", "old", 100);
             assert!(again.get(&a).is_none());
             assert_eq!(again.physical(&b, 1).as_deref(), Some("R-new"));
             // Reloaded again from the same file: `again` is not persisted.
@@ -612,7 +640,55 @@ mod tests {
         // A rename on the primary does not move the replica's name.
         ids.rename("P1", 0, "renamed", 9);
         assert_eq!(ids.name_on("P1", 1).as_deref(), Some("docs"));
-        ids.forget(1, "t", "d", "docs");
+        ids.forget(1, "t", "d", "docs", 100);
         assert_eq!(ids.physical("P1", 1), None);
+    }
+
+    #[test]
+    fn a_collection_deleted_on_its_executor_before_a_lagging_server_applied_its_create_still_gets_linked_there(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        // The primary creates `col0` (LSN 337) and deletes it (LSN 341)
+        // before the replica has applied the create.
+        let a = ids.learn_created(337, 0, "t", "d", "col0", "P1");
+        ids.forget(0, "t", "d", "col0", 341);
+        assert_eq!(
+            ids.learn_created(337, 1, "t", "d", "col0", "R1"),
+            a,
+            "the replica's copy is the same logical collection"
+        );
+        assert_eq!(ids.physical(&a, 1).as_deref(), Some("R1"));
+        ids.forget(1, "t", "d", "col0", 341);
+        assert!(ids.get(&a).is_none(), "deleted everywhere: dropped");
+    }
+
+    #[test]
+    fn a_lagging_servers_database_delete_leaves_the_collections_created_after_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let x = ids.learn_created(1, 0, "t", "d", "x", "P1");
+        ids.learn_created(1, 1, "t", "d", "x", "R1");
+        // The primary deletes the database (LSN 5), makes it again and
+        // creates `y` in it (LSN 7); then the replica applies LSN 5.
+        ids.forget_database(0, "t", "d", 5);
+        let y = ids.learn_created(7, 0, "t", "d", "y", "P7");
+        ids.forget_database(1, "t", "d", 5);
+        assert!(ids.get(&x).is_none());
+        assert!(!ids.is_gone_on(&y, 1), "the replica has yet to create `y`");
+        assert_eq!(ids.learn_created(7, 1, "t", "d", "y", "R7"), y);
+        assert_eq!(ids.physical(&y, 1).as_deref(), Some("R7"));
+    }
+
+    #[test]
+    fn a_delete_by_name_on_a_server_that_never_had_the_collection_lets_it_be_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        // Adopted on the primary only (made before the gateway).
+        let a = ids.adopt(0, "t", "d", "only", "P1");
+        ids.forget(0, "t", "d", "only", 9);
+        assert!(ids.get(&a).is_some(), "the replica has not applied it yet");
+        ids.forget(1, "t", "d", "only", 9);
+        assert!(ids.get(&a).is_none());
     }
 }

@@ -123,12 +123,12 @@ impl Replicator {
             }
             Operation::DeleteCollection => {
                 if let Some(CollectionRef::Name(name)) = &route.collection {
-                    self.idmap.forget(index, tenant, database, name);
+                    self.idmap.forget(index, tenant, database, name, lsn);
                 }
                 ok_if(already_done, response)
             }
             Operation::DeleteDatabase => {
-                self.idmap.forget_database(index, tenant, database);
+                self.idmap.forget_database(index, tenant, database, lsn);
                 ok_if(already_done, response)
             }
             Operation::CreateDatabase | Operation::CreateTenant => ok_if(already_done, response),
