@@ -185,8 +185,13 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
                 lo_rid.insert(rid, max_where(&|w| w.touches_record(&db, id, rid)));
             }
         }
+        let body = match &r.result {
+            OpResult::Answer { body, .. } => serde_json::from_str(body).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
         reads.push(ReadCheck {
             op: r,
+            body,
             lo_rid,
             lo_scope,
             hi: hi.max(lo_scope),
@@ -203,7 +208,7 @@ pub fn check(ops: &[Op], log: &[Logged], servers: &[(String, Content)], tag: &st
     // Replay.
     let mut model = Model::new();
     let observe = |reads: &mut Vec<ReadCheck>, m: &Model, k: u64| {
-        for r in reads.iter_mut().filter(|r| k <= r.hi) {
+        for r in reads.iter_mut().filter(|r| r.lo() <= k && k <= r.hi) {
             r.observe(m, k);
         }
     };

@@ -12,6 +12,8 @@ use super::{clip, Op, OpResult, ReadKind};
 /// A strong read with the bounds of the states it may have seen.
 pub struct ReadCheck<'a> {
     pub op: &'a Op,
+    /// The answer's body, parsed once (`Null` if not JSON).
+    pub body: Value,
     /// Lowest LSN for each record id / for the collection's existence or
     /// the listing.
     pub lo_rid: BTreeMap<&'static str, u64>,
@@ -67,13 +69,28 @@ impl ReadCheck<'_> {
         }
     }
 
+    /// The lowest LSN whose state the read may have seen in any respect.
+    pub fn lo(&self) -> u64 {
+        self.lo_rid
+            .values()
+            .copied()
+            .chain([self.lo_scope])
+            .min()
+            .unwrap_or(self.lo_scope)
+    }
+
     /// The read's view of the model after LSN `k`.
     pub fn observe(&mut self, m: &Model, k: u64) {
-        let OpResult::Answer { status, body, .. } = &self.op.result else {
+        let OpResult::Answer { status, .. } = &self.op.result else {
             return;
         };
         let missing = *status != 200;
-        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let v = std::mem::take(&mut self.body);
+        self.observe_answer(m, k, missing, &v);
+        self.body = v;
+    }
+
+    fn observe_answer(&mut self, m: &Model, k: u64, missing: bool, v: &Value) {
         match self.op.read.as_ref().expect("a read") {
             ReadKind::List { db } => {
                 if k >= self.lo_scope {
@@ -105,7 +122,7 @@ impl ReadCheck<'_> {
                     return;
                 }
                 self.deleted_within |= k >= self.lo_scope && coll.is_none();
-                let seen = got(&v);
+                let seen = got(v);
                 for rid in ids {
                     let rid = RECORD_POOL.iter().find(|r| *r == rid).expect("pool id");
                     if k < self.lo_rid[rid] {
