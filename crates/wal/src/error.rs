@@ -76,6 +76,26 @@ pub enum WalError {
     /// The writer has stopped (the log was closed or its thread died).
     #[error("log is closed")]
     Closed,
+    /// The store that keeps the log (a database) cannot be reached or
+    /// failed the operation; an append that fails so wrote nothing, and the
+    /// same operation may succeed later.
+    #[error("the log's store is unavailable: {context}: {reason}")]
+    Unavailable {
+        /// What the log was doing.
+        context: String,
+        /// The store's error.
+        reason: String,
+    },
+    /// An append's commit was sent to the log's store but its answer was
+    /// lost, and the store could not be asked afterwards whether it landed:
+    /// the record may or may not be in the log.
+    #[error("the outcome of an append is unknown: {context}: {reason}")]
+    OutcomeUnknown {
+        /// What the log was doing.
+        context: String,
+        /// The store's error.
+        reason: String,
+    },
     /// Another process holds the log directory.
     #[error("log directory {} is locked by another process", .0.display())]
     Locked(PathBuf),

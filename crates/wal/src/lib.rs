@@ -108,6 +108,8 @@
 //!
 //! ## Layout of the crate
 //!
+//! - [`interface`]: the [`Log`] and [`LogRead`] traits, what a consumer
+//!   needs of any log (this one, or one kept in PostgreSQL: `pglog`).
 //! - [`log`]: the [`Wal`] handle — open and recovery, append, cursors, deletion.
 //! - `writer`: the single writer thread: group commit, rollover, rollback.
 //! - [`reader`]: [`LogReader`], in-order reads and tailing.
@@ -119,6 +121,7 @@
 pub mod error;
 pub mod fs;
 pub mod inspect;
+pub mod interface;
 pub mod log;
 pub mod options;
 pub mod reader;
@@ -133,6 +136,7 @@ mod writer;
 
 pub use error::{Result, WalError};
 pub use inspect::{inspect, verify, InspectReport, SegmentReport, VerifyReport};
+pub use interface::{Log, LogRead};
 pub use log::{Cursor, Recovery, TailRepair, Wal, WalStats};
 pub use options::{SyncPolicy, WalOptions};
 pub use reader::LogReader;

@@ -1,0 +1,64 @@
+//! # pglog — the chroma-ha log kept in PostgreSQL
+//!
+//! The same log as the `wal` crate's (it implements [`wal::Log`], and the
+//! same test functions check both: `tests/conformance.rs`), kept in
+//! PostgreSQL tables so that several processes on several machines can
+//! share it. It knows nothing of HTTP or Chroma: records are opaque bytes
+//! with a log sequence number (LSN).
+//!
+//! ## Guarantees
+//!
+//! - An append resolves with its LSN once its transaction has committed
+//!   (durable as PostgreSQL's `synchronous_commit` makes it). Concurrent
+//!   appends of one process share one transaction (group commit).
+//! - LSNs are dense, increase from 1, and are in commit order across every
+//!   process: a reader never sees LSN n+1 before n, so it never skips a row
+//!   that commits late (see *Tables*).
+//! - An append that fails before its commit was sent leaves nothing:
+//!   [`wal::WalError::Unavailable`]. One whose commit was sent and not
+//!   answered is looked up again by its batch id until its outcome is
+//!   known; only if PostgreSQL stays out of reach for the whole lookup does
+//!   it fail with [`wal::WalError::OutcomeUnknown`].
+//! - Past `max_bytes` of payload held, appends fail with `LogFull`;
+//!   `append_uncapped` is exempt.
+//!
+//! ## Tables (schema version 1)
+//!
+//! ```text
+//! chroma_ha_schema       (version int)                  applied migrations
+//! chroma_ha_log_head     (id = 1, last_lsn, first_lsn, bytes)
+//! chroma_ha_log_entries  (lsn bigint primary key, batch bigint, payload bytea)
+//! chroma_ha_log_cursors  (name text primary key, lsn bigint)
+//! ```
+//!
+//! An append transaction locks the one head row (`SELECT … FOR UPDATE`),
+//! takes the next LSNs from `last_lsn`, inserts its rows and moves
+//! `last_lsn` and `bytes`, then commits; the row lock is held until commit.
+//! So LSNs are handed out in commit order. A plain sequence would not do:
+//! sequence values are taken before commit, and a reader could read LSN
+//! n+1 while n is still uncommitted, and skip it. `batch` is a random id per
+//! transaction, to find out after a lost answer whether the commit landed.
+//!
+//! A cursor commit deletes the entries every cursor has consumed and moves
+//! `first_lsn`, in one transaction that also holds the head row.
+//!
+//! Migrations are in the binary and run at [`PgLog::connect`], under an
+//! advisory lock, so processes starting together apply each one once. A
+//! process refuses a database whose schema is newer than it knows
+//! ([`ConnectError::SchemaTooNew`]).
+//!
+//! ## Layout of the crate
+//!
+//! - [`schema`]: the migrations and the version check.
+//! - [`log`]: [`PgLog`]: connect, append with group commit, cursors.
+//! - [`reader`]: [`PgReader`], in-order reads and tailing (by polling,
+//!   woken at once by this process's own appends).
+//! - [`testing`]: a throwaway PostgreSQL cluster for tests and benchmarks.
+
+pub mod log;
+pub mod reader;
+pub mod schema;
+pub mod testing;
+
+pub use log::{ConnectError, PgLog, PgLogOptions, PgLogStats};
+pub use reader::PgReader;

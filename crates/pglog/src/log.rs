@@ -1,0 +1,642 @@
+//! [`PgLog`]: connect (and migrate), append with group commit, cursors.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::NoTls;
+use wal::{Result, WalError};
+
+use crate::reader::PgReader;
+use crate::schema::{self, SchemaError};
+
+/// How a [`PgLog`] runs.
+#[derive(Debug, Clone)]
+pub struct PgLogOptions {
+    /// Cap on the payload bytes the log holds; capped appends past it fail
+    /// with `LogFull`.
+    pub max_bytes: u64,
+    /// Largest payload accepted.
+    pub max_record_bytes: usize,
+    /// Most appends in one transaction.
+    pub max_batch: usize,
+    /// Connections in the pool (one is the writer's).
+    pub pool_size: usize,
+    /// How often a reader at the end of the log looks for records other
+    /// processes appended (its own process's appends wake it at once).
+    pub poll_interval: Duration,
+    /// Longest wait for a connection, and for any one statement.
+    pub op_timeout: Duration,
+    /// How long an append whose commit answer was lost keeps asking
+    /// whether it landed before it gives up with `OutcomeUnknown`.
+    pub resolve_for: Duration,
+}
+
+impl Default for PgLogOptions {
+    fn default() -> Self {
+        PgLogOptions {
+            max_bytes: 8 << 30,
+            max_record_bytes: 64 << 20,
+            max_batch: 512,
+            pool_size: 8,
+            poll_interval: Duration::from_millis(20),
+            op_timeout: Duration::from_secs(5),
+            resolve_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why [`PgLog::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is not a PostgreSQL connection string.
+    #[error("bad log URL: {0}")]
+    BadUrl(String),
+    /// PostgreSQL could not be reached, or refused.
+    #[error("connecting to the log's database: {0}")]
+    Unavailable(String),
+    /// The schema is newer than this build, or a migration failed.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// Counters of this process's appends since it connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PgLogStats {
+    /// Append transactions committed.
+    pub commits: u64,
+    /// Records those transactions held.
+    pub records: u64,
+    /// Time spent in append transactions, from BEGIN to COMMIT's answer.
+    pub commit_seconds: f64,
+}
+
+/// The log in PostgreSQL. Cheap to clone; every clone is the same log.
+#[derive(Clone)]
+pub struct PgLog {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    pub(crate) options: PgLogOptions,
+    /// The highest LSN this process knows to be committed.
+    pub(crate) last: watch::Sender<u64>,
+    pub(crate) first: AtomicU64,
+    cursors: Mutex<BTreeMap<String, u64>>,
+    appends: mpsc::Sender<AppendRequest>,
+    stats: Mutex<PgLogStats>,
+}
+
+struct AppendRequest {
+    payload: Bytes,
+    capped: bool,
+    done: oneshot::Sender<Result<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A PostgreSQL error while doing `context`: nothing was written.
+pub(crate) fn unavailable(context: &str) -> impl Fn(tokio_postgres::Error) -> WalError + '_ {
+    move |e| WalError::Unavailable {
+        context: context.to_string(),
+        reason: describe(&e),
+    }
+}
+
+/// The error with the server's message and detail when there is one.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+impl Inner {
+    /// A pooled connection, within `op_timeout`.
+    pub(crate) async fn client(&self, context: &str) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(|e| WalError::Unavailable {
+            context: context.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Runs `f` within `op_timeout`.
+    pub(crate) async fn timed<T>(
+        &self,
+        context: &str,
+        f: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.options.op_timeout, f).await {
+            Ok(result) => result,
+            Err(_) => Err(WalError::Unavailable {
+                context: context.to_string(),
+                reason: format!("no answer within {:?}", self.options.op_timeout),
+            }),
+        }
+    }
+
+    /// Notes that LSNs up to `lsn` are committed.
+    pub(crate) fn saw_committed(&self, lsn: u64) {
+        self.last.send_if_modified(|last| {
+            let moved = lsn > *last;
+            *last = (*last).max(lsn);
+            moved
+        });
+    }
+}
+
+impl PgLog {
+    /// Connects to the log at `url` (`postgres://user@host:port/db`),
+    /// applies the migrations it lacks, and starts this process's writer.
+    pub async fn connect(url: &str, options: PgLogOptions) -> Result<PgLog, ConnectError> {
+        url.parse::<tokio_postgres::Config>()
+            .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+        let mut config = Config::new();
+        config.url = Some(url.to_string());
+        config.connect_timeout = Some(options.op_timeout);
+        config.manager = Some(ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        });
+        let mut pool_config = PoolConfig::new(options.pool_size.max(2));
+        pool_config.timeouts.wait = Some(options.op_timeout);
+        pool_config.timeouts.create = Some(options.op_timeout);
+        pool_config.timeouts.recycle = Some(options.op_timeout);
+        config.pool = Some(pool_config);
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| ConnectError::Unavailable(e.to_string()))?;
+        schema::migrate(&mut client).await?;
+        let head = client
+            .query_one(
+                "SELECT last_lsn, first_lsn FROM chroma_ha_log_head WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(|e| ConnectError::Unavailable(describe(&e)))?;
+        let (last, first): (i64, i64) = (head.get(0), head.get(1));
+        let cursors = client
+            .query("SELECT name, lsn FROM chroma_ha_log_cursors", &[])
+            .await
+            .map_err(|e| ConnectError::Unavailable(describe(&e)))?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect();
+        drop(client);
+        let (appends, requests) = mpsc::channel(options.max_batch.max(1) * 4);
+        let inner = Arc::new(Inner {
+            pool,
+            options,
+            last: watch::channel(last as u64).0,
+            first: AtomicU64::new(first as u64),
+            cursors: Mutex::new(cursors),
+            appends,
+            stats: Mutex::new(PgLogStats::default()),
+        });
+        tokio::spawn(writer(Arc::downgrade(&inner), requests));
+        Ok(PgLog { inner })
+    }
+
+    async fn append_request(&self, payload: Bytes, capped: bool) -> Result<u64> {
+        let max = self.inner.options.max_record_bytes;
+        if payload.len() > max {
+            return Err(WalError::RecordTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let (done, answer) = oneshot::channel();
+        let request = AppendRequest {
+            payload,
+            capped,
+            done,
+        };
+        self.inner
+            .appends
+            .send(request)
+            .await
+            .map_err(|_| WalError::Closed)?;
+        answer.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// This process's append counters.
+    pub fn stats(&self) -> PgLogStats {
+        *lock(&self.inner.stats)
+    }
+
+    /// Bytes of payload the log holds, as PostgreSQL counts them now.
+    pub async fn bytes(&self) -> Result<u64> {
+        let inner = &self.inner;
+        inner
+            .timed("reading the log's size", async {
+                let client = inner.client("reading the log's size").await?;
+                let row = client
+                    .query_one("SELECT bytes FROM chroma_ha_log_head WHERE id = 1", &[])
+                    .await
+                    .map_err(unavailable("reading the log's size"))?;
+                Ok(row.get::<_, i64>(0) as u64)
+            })
+            .await
+    }
+
+    async fn store_cursor(&self, name: &str, lsn: u64) -> Result<()> {
+        validate_cursor_name(name)?;
+        let inner = &self.inner;
+        let context = "committing a cursor";
+        let first = inner
+            .timed(context, async {
+                let mut client = inner.client(context).await?;
+                let tx = client.transaction().await.map_err(unavailable(context))?;
+                let head = tx
+                    .query_one(
+                        "SELECT last_lsn, first_lsn FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
+                        &[],
+                    )
+                    .await
+                    .map_err(unavailable(context))?;
+                let (last, first) = (head.get::<_, i64>(0) as u64, head.get::<_, i64>(1) as u64);
+                if lsn > last || lsn + 1 < first {
+                    return Err(WalError::CursorOutOfRange {
+                        name: name.to_string(),
+                        lsn,
+                        first,
+                        last,
+                    });
+                }
+                tx.execute(
+                    "INSERT INTO chroma_ha_log_cursors VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET lsn = EXCLUDED.lsn",
+                    &[&name, &(lsn as i64)],
+                )
+                .await
+                .map_err(unavailable(context))?;
+                let first = delete_consumed(&tx, first).await?;
+                tx.commit().await.map_err(unavailable(context))?;
+                Ok(first)
+            })
+            .await?;
+        lock(&inner.cursors).insert(name.to_string(), lsn);
+        inner.first.store(first, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Deletes the entries every cursor has consumed (none without cursors),
+/// inside `tx`, which holds the head row; returns the new first LSN.
+async fn delete_consumed(tx: &tokio_postgres::Transaction<'_>, first: u64) -> Result<u64> {
+    let context = "deleting consumed entries";
+    let row = tx
+        .query_one("SELECT min(lsn) FROM chroma_ha_log_cursors", &[])
+        .await
+        .map_err(unavailable(context))?;
+    let Some(upto) = row.get::<_, Option<i64>>(0) else {
+        return Ok(first);
+    };
+    let upto = upto as u64;
+    if upto < first {
+        return Ok(first);
+    }
+    let freed: Option<i64> = tx
+        .query_one(
+            "WITH gone AS (DELETE FROM chroma_ha_log_entries WHERE lsn <= $1 RETURNING payload)
+             SELECT sum(length(payload))::bigint FROM gone",
+            &[&(upto as i64)],
+        )
+        .await
+        .map_err(unavailable(context))?
+        .get(0);
+    tx.execute(
+        "UPDATE chroma_ha_log_head SET first_lsn = $1, bytes = bytes - $2 WHERE id = 1",
+        &[&(upto as i64 + 1), &freed.unwrap_or(0)],
+    )
+    .await
+    .map_err(unavailable(context))?;
+    Ok(upto + 1)
+}
+
+fn validate_cursor_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(WalError::InvalidCursorName(name.to_string()))
+    }
+}
+
+/// This process's writer: drains the appends waiting, commits them in one
+/// transaction, answers each. Ends when the log is dropped.
+async fn writer(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<AppendRequest>) {
+    while let Some(first) = requests.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < inner.options.max_batch {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let answers = commit_batch(&inner, &batch).await;
+        for (request, answer) in batch.into_iter().zip(answers) {
+            let _ = request.done.send(answer);
+        }
+    }
+}
+
+/// What the transaction of a batch decided before it was committed.
+struct Planned {
+    answers: Vec<Result<u64>>,
+    last: u64,
+    batch_id: i64,
+}
+
+/// Commits `batch` in one transaction: one answer per request, in order.
+async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>> {
+    let batch_id: i64 = random_batch_id();
+    let started = std::time::Instant::now();
+    let mut client = match inner.client("appending").await {
+        Ok(c) => c,
+        Err(e) => return fail_all(batch.len(), &e),
+    };
+    let planned = inner
+        .timed(
+            "appending",
+            plan_and_send(&mut client, inner, batch, batch_id),
+        )
+        .await;
+    let planned = match planned {
+        Ok(p) => p,
+        Err(e) => return fail_all(batch.len(), &e),
+    };
+    let commit = client.execute("COMMIT", &[]);
+    let lost = match tokio::time::timeout(inner.options.op_timeout, commit).await {
+        Ok(Ok(_)) => None,
+        // The server answered the COMMIT with an error: rolled back.
+        Ok(Err(e)) if e.as_db_error().is_some() => {
+            return fail_all(batch.len(), &unavailable("committing an append")(e))
+        }
+        Ok(Err(e)) => Some(describe(&e)),
+        Err(_) => Some(format!("no answer within {:?}", inner.options.op_timeout)),
+    };
+    if let Some(why) = lost {
+        // Never hand this connection out again: its COMMIT may still run.
+        drop(deadpool_postgres::Object::take(client));
+        if let Err(e) = resolve(inner, planned.last, planned.batch_id, why).await {
+            return fail_all(batch.len(), &e);
+        }
+    }
+    inner.saw_committed(planned.last);
+    let mut stats = lock(&inner.stats);
+    stats.commits += 1;
+    stats.records += planned.answers.iter().filter(|a| a.is_ok()).count() as u64;
+    stats.commit_seconds += started.elapsed().as_secs_f64();
+    drop(stats);
+    planned.answers
+}
+
+/// Inside an open transaction on `client`: locks the head, takes LSNs for
+/// the requests the cap admits, inserts them and moves the head. Leaves the
+/// transaction open for the caller's COMMIT.
+async fn plan_and_send(
+    client: &mut deadpool_postgres::Client,
+    inner: &Inner,
+    batch: &[AppendRequest],
+    batch_id: i64,
+) -> Result<Planned> {
+    let context = "appending";
+    let fail = unavailable(context);
+    client.execute("BEGIN", &[]).await.map_err(&fail)?;
+    let result = async {
+        let head = client
+            .query_one(
+                "SELECT last_lsn, bytes FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(&fail)?;
+        let (mut last, mut bytes) = (head.get::<_, i64>(0) as u64, head.get::<_, i64>(1) as u64);
+        let max = inner.options.max_bytes;
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut lsns: Vec<i64> = Vec::new();
+        let mut payloads: Vec<&[u8]> = Vec::new();
+        for request in batch {
+            let needed = request.payload.len() as u64;
+            if request.capped && bytes + needed > max {
+                answers.push(Err(WalError::LogFull {
+                    used: bytes,
+                    max,
+                    needed,
+                }));
+                continue;
+            }
+            last += 1;
+            bytes += needed;
+            answers.push(Ok(last));
+            lsns.push(last as i64);
+            payloads.push(&request.payload);
+        }
+        if !lsns.is_empty() {
+            client
+                .execute(
+                    "INSERT INTO chroma_ha_log_entries (lsn, batch, payload)
+                     SELECT lsn, $3, payload FROM unnest($1::bigint[], $2::bytea[]) AS t(lsn, payload)",
+                    &[&lsns, &payloads, &batch_id],
+                )
+                .await
+                .map_err(&fail)?;
+            client
+                .execute(
+                    "UPDATE chroma_ha_log_head SET last_lsn = $1, bytes = $2 WHERE id = 1",
+                    &[&(last as i64), &(bytes as i64)],
+                )
+                .await
+                .map_err(&fail)?;
+        }
+        Ok(Planned {
+            answers,
+            last,
+            batch_id,
+        })
+    }
+    .await;
+    if result.is_err() {
+        // Best effort: a broken connection is dropped by the pool anyway.
+        let _ = client.execute("ROLLBACK", &[]).await;
+    }
+    result
+}
+
+/// After a COMMIT whose answer was lost: asks, until `resolve_for` has
+/// passed, whether the batch's last row landed. It first takes the head
+/// row's lock, so the transaction in question has ended (committed or
+/// rolled back) when it looks. `Ok(())`: committed; `Err(e)`: not
+/// committed (`Unavailable`) or not known (`OutcomeUnknown`).
+async fn resolve(inner: &Inner, last: u64, batch_id: i64, why: String) -> Result<(), WalError> {
+    let deadline = tokio::time::Instant::now() + inner.options.resolve_for;
+    let mut pause = Duration::from_millis(50);
+    let context = "looking up an append";
+    loop {
+        let asked = inner
+            .timed(context, async {
+                let mut client = inner.client(context).await?;
+                let tx = client.transaction().await.map_err(unavailable(context))?;
+                let first: i64 = tx
+                    .query_one(
+                        "SELECT first_lsn FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
+                        &[],
+                    )
+                    .await
+                    .map_err(unavailable(context))?
+                    .get(0);
+                if (last as i64) < first {
+                    // Deleted since: every cursor consumed it, so it landed.
+                    return Ok(Some(batch_id));
+                }
+                let row = tx
+                    .query_opt(
+                        "SELECT batch FROM chroma_ha_log_entries WHERE lsn = $1",
+                        &[&(last as i64)],
+                    )
+                    .await
+                    .map_err(unavailable(context))?;
+                tx.rollback().await.map_err(unavailable(context))?;
+                Ok(row.map(|r| r.get::<_, i64>(0)))
+            })
+            .await;
+        match asked {
+            Ok(Some(id)) if id == batch_id => return Ok(()),
+            Ok(_) => {
+                // Another batch holds the LSN, or nothing does and the head
+                // row no longer waits for ours: ours rolled back.
+                return Err(WalError::Unavailable {
+                    context: "committing an append".into(),
+                    reason: format!("{why}; the commit did not land"),
+                });
+            }
+            Err(e) if tokio::time::Instant::now() + pause > deadline => {
+                return Err(WalError::OutcomeUnknown {
+                    context: "committing an append".into(),
+                    reason: format!("{why}; then, asking whether it landed: {e}"),
+                });
+            }
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn fail_all(n: usize, e: &WalError) -> Vec<Result<u64>> {
+    (0..n).map(|_| Err(copy_error(e))).collect()
+}
+
+/// The same error for every request of a batch (the type is not `Clone`:
+/// it may hold an `io::Error`).
+fn copy_error(e: &WalError) -> WalError {
+    match e {
+        WalError::Unavailable { context, reason } => WalError::Unavailable {
+            context: context.clone(),
+            reason: reason.clone(),
+        },
+        WalError::OutcomeUnknown { context, reason } => WalError::OutcomeUnknown {
+            context: context.clone(),
+            reason: reason.clone(),
+        },
+        WalError::Closed => WalError::Closed,
+        other => WalError::Unavailable {
+            context: "appending".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn random_batch_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as i64
+}
+
+impl wal::Log for PgLog {
+    type Reader = PgReader;
+
+    async fn append(&self, payload: Bytes) -> Result<u64> {
+        self.append_request(payload, true).await
+    }
+
+    async fn append_uncapped(&self, payload: Bytes) -> Result<u64> {
+        self.append_request(payload, false).await
+    }
+
+    fn read_from(&self, lsn: u64) -> PgReader {
+        PgReader::new(self.inner.clone(), lsn)
+    }
+
+    fn first_lsn(&self) -> u64 {
+        self.inner.first.load(Ordering::Acquire)
+    }
+
+    fn last_lsn(&self) -> u64 {
+        *self.inner.last.borrow()
+    }
+
+    fn cursors(&self) -> BTreeMap<String, u64> {
+        lock(&self.inner.cursors).clone()
+    }
+
+    async fn commit_cursor(&self, name: &str, lsn: u64) -> Result<()> {
+        self.store_cursor(name, lsn).await
+    }
+
+    async fn remove_cursor(&self, name: &str) -> Result<()> {
+        validate_cursor_name(name)?;
+        let inner = &self.inner;
+        let context = "removing a cursor";
+        let first = inner
+            .timed(context, async {
+                let mut client = inner.client(context).await?;
+                let tx = client.transaction().await.map_err(unavailable(context))?;
+                let head = tx
+                    .query_one(
+                        "SELECT first_lsn FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
+                        &[],
+                    )
+                    .await
+                    .map_err(unavailable(context))?;
+                tx.execute(
+                    "DELETE FROM chroma_ha_log_cursors WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(unavailable(context))?;
+                let first = delete_consumed(&tx, head.get::<_, i64>(0) as u64).await?;
+                tx.commit().await.map_err(unavailable(context))?;
+                Ok(first)
+            })
+            .await?;
+        lock(&inner.cursors).remove(name);
+        inner.first.store(first, Ordering::Release);
+        Ok(())
+    }
+}
