@@ -21,6 +21,7 @@ use chroma_ha::replication::Replicator;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wal::Log as _;
 
 const MIB: f64 = 1024.0 * 1024.0;
 const BODY_BYTES: usize = 4096;

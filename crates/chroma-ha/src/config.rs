@@ -32,6 +32,7 @@
 //! | `max_body_bytes`             | `CHROMA_HA_MAX_BODY_BYTES`          |                      | `64MiB`          |
 //! | `admin_token`                | `CHROMA_HA_ADMIN_TOKEN`             |                      | none (disabled)  |
 //! | `log_level`                  | `CHROMA_HA_LOG_LEVEL`               |                      | `info`           |
+//! | `log.url`                    | `CHROMA_HA_LOG_URL`                 |                      | none (file log)  |
 //! | `wal.fsync`                  | `CHROMA_HA_FSYNC`                   |                      | `always`         |
 //! | `wal.fsync_interval`         | `CHROMA_HA_FSYNC_INTERVAL`          |                      | `2ms`            |
 //! | `wal.segment_bytes`          | `CHROMA_HA_WAL_SEGMENT_BYTES`       |                      | `64MiB`          |
@@ -161,6 +162,9 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// A `tracing_subscriber::EnvFilter` directive that parses (e.g. `info`).
     pub log_level: String,
+    /// Where the log is kept: `None`, the file log in `data_dir/wal`; a
+    /// PostgreSQL URL, the log in that database (migrated at start).
+    pub log_url: Option<Secret>,
 }
 
 /// One Chroma server behind the gateway.
@@ -412,6 +416,10 @@ pub struct ServeArgs {
     /// When the log calls fsync.
     #[arg(long, value_enum)]
     pub fsync: Option<FsyncMode>,
+    /// Keep the log in this PostgreSQL database (`postgres://…`) instead
+    /// of the file log in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub log_url: Option<String>,
 }
 
 /// Reads a variable from the process environment; non-UTF-8 values are

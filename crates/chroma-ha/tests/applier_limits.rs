@@ -15,6 +15,7 @@ use chroma_ha::replication::Replicator;
 use http::{HeaderMap, Method};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use wal::Log as _;
 
 /// One add a fake server got: collection, first id, first document, when,
 /// and the status it answered.

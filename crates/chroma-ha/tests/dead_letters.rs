@@ -19,6 +19,7 @@ use http::{HeaderMap, Method, StatusCode};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wal::Log as _;
 
 /// A fake server. Writes of ids starting with `refuse-` get a Chroma 400
 /// (if `refusing`); `refuse-once-` ids only the first time.

@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use fault_kit::{serial, wait_caught_up, Cluster};
 use history_kit::checker::{check, Report};
-use history_kit::sources::{read_log, read_server, Logged};
+use history_kit::sources::{read_log, read_server, LogAt, Logged};
 use history_kit::workload::Clients;
 use history_kit::OpResult;
 use rand::rngs::StdRng;
@@ -251,9 +251,14 @@ fn fault(c: &mut Cluster, rng: &mut StdRng, t0: Instant) -> String {
 
 /// Runs one history: `rounds` crash rounds (or, with none, `calm` of
 /// fault-free load), then catch-up, the servers' content, the log, the check.
-fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
+/// With `log_url`, the gateway keeps its log in that PostgreSQL database.
+fn run(seed: u64, rounds: usize, calm: Duration, log_url: Option<&str>) -> Run {
     let t0 = Instant::now();
-    let mut c = Cluster::start(&[("CHROMA_HA_WAL_SEGMENT_BYTES", SEGMENT)]);
+    let mut env = vec![("CHROMA_HA_WAL_SEGMENT_BYTES", SEGMENT)];
+    if let Some(url) = log_url {
+        env.push(("CHROMA_HA_LOG_URL", url));
+    }
+    let mut c = Cluster::start(&env);
     let clients = Clients::start(&c.gw(), env_usize("HISTORY_CLIENTS", 4), seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut faults = Vec::new();
@@ -288,7 +293,11 @@ fn run(seed: u64, rounds: usize, calm: Duration) -> Run {
         "status counted {dead_count} dead letters, dead_letters.json lists {}",
         dead.len()
     );
-    let log = read_log(&c.gateway.dir().join("data/wal"), SEGMENT_BYTES);
+    let wal_dir = c.gateway.dir().join("data/wal");
+    let log = read_log(match log_url {
+        Some(url) => LogAt::Postgres(url),
+        None => LogAt::File(&wal_dir, SEGMENT_BYTES),
+    });
     let mut report = check(&ops, &log, &servers, &seed.to_string());
     if !dead.is_empty() {
         // A dead letter is a committed write that a server refused: it is
@@ -431,7 +440,7 @@ fn checker_catches_planted_violations(
 #[test]
 fn a_fault_free_history_matches_the_model() {
     let _serial = serial();
-    let run = run(1, 0, Duration::from_secs(8));
+    let run = run(1, 0, Duration::from_secs(8), None);
     assert!(run.report.acked > 0, "nothing was acknowledged");
     assert!(run.report.violations.is_empty(), "{}", run.account());
 }
@@ -453,7 +462,7 @@ fn histories_with_gateway_and_server_kills_match_the_model() {
     };
     let mut failed = Vec::new();
     for (seed, rounds) in runs {
-        let run = run(seed, rounds, Duration::ZERO);
+        let run = run(seed, rounds, Duration::ZERO, None);
         assert!(
             run.report.acked > 0,
             "seed {seed}: nothing was acknowledged"
@@ -464,4 +473,17 @@ fn histories_with_gateway_and_server_kills_match_the_model() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// The same history with the gateway's log in PostgreSQL (a throwaway
+/// cluster of the test's own): one seed, 7 crash rounds of the gateway and
+/// both servers.
+#[test]
+fn a_history_with_the_log_in_postgres_and_kills_matches_the_model() {
+    let _serial = serial();
+    let pg = pglog::testing::TestPostgres::start();
+    let url = pg.url("postgres");
+    let run = run(404, CI_ROUNDS, Duration::ZERO, Some(&url));
+    assert!(run.report.acked > 0, "nothing was acknowledged");
+    assert!(run.report.violations.is_empty(), "{}", run.account());
 }

@@ -17,6 +17,7 @@ use http::{HeaderMap, Method, StatusCode};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wal::{Log as _, LogRead as _};
 
 /// What a fake server answers a database delete after its first
 /// "database is locked".

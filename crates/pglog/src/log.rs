@@ -34,6 +34,9 @@ pub struct PgLogOptions {
     /// How long an append whose commit answer was lost keeps asking
     /// whether it landed before it gives up with `OutcomeUnknown`.
     pub resolve_for: Duration,
+    /// Consumed entries are deleted once at least this many can go (one
+    /// large DELETE instead of one per cursor commit).
+    pub delete_batch: u64,
 }
 
 impl Default for PgLogOptions {
@@ -46,6 +49,7 @@ impl Default for PgLogOptions {
             poll_interval: Duration::from_millis(20),
             op_timeout: Duration::from_secs(5),
             resolve_for: Duration::from_secs(30),
+            delete_batch: 10_000,
         }
     }
 }
@@ -71,8 +75,16 @@ pub struct PgLogStats {
     pub commits: u64,
     /// Records those transactions held.
     pub records: u64,
+    /// Payload bytes of those records.
+    pub payload_bytes: u64,
+    /// Appends that failed (refused by the cap, or PostgreSQL errors).
+    pub errors: u64,
     /// Time spent in append transactions, from BEGIN to COMMIT's answer.
     pub commit_seconds: f64,
+    /// Payload bytes the log held after this process's last commit.
+    pub bytes_held: u64,
+    /// The cap (`max_bytes`).
+    pub max_bytes: u64,
 }
 
 /// The log in PostgreSQL. Cheap to clone; every clone is the same log.
@@ -231,7 +243,10 @@ impl PgLog {
 
     /// This process's append counters.
     pub fn stats(&self) -> PgLogStats {
-        *lock(&self.inner.stats)
+        PgLogStats {
+            max_bytes: self.inner.options.max_bytes,
+            ..*lock(&self.inner.stats)
+        }
     }
 
     /// Bytes of payload the log holds, as PostgreSQL counts them now.
@@ -280,7 +295,7 @@ impl PgLog {
                 )
                 .await
                 .map_err(unavailable(context))?;
-                let first = delete_consumed(&tx, first).await?;
+                let first = delete_consumed(&tx, first, inner.options.delete_batch).await?;
                 tx.commit().await.map_err(unavailable(context))?;
                 Ok(first)
             })
@@ -291,9 +306,14 @@ impl PgLog {
     }
 }
 
-/// Deletes the entries every cursor has consumed (none without cursors),
-/// inside `tx`, which holds the head row; returns the new first LSN.
-async fn delete_consumed(tx: &tokio_postgres::Transaction<'_>, first: u64) -> Result<u64> {
+/// Deletes the entries every cursor has consumed (none without cursors)
+/// once at least `batch` of them can go, inside `tx`, which holds the head
+/// row; returns the new first LSN.
+async fn delete_consumed(
+    tx: &tokio_postgres::Transaction<'_>,
+    first: u64,
+    batch: u64,
+) -> Result<u64> {
     let context = "deleting consumed entries";
     let row = tx
         .query_one("SELECT min(lsn) FROM chroma_ha_log_cursors", &[])
@@ -303,7 +323,7 @@ async fn delete_consumed(tx: &tokio_postgres::Transaction<'_>, first: u64) -> Re
         return Ok(first);
     };
     let upto = upto as u64;
-    if upto < first {
+    if upto + 1 < first + batch.max(1) {
         return Ok(first);
     }
     let freed: Option<i64> = tx
@@ -363,6 +383,8 @@ struct Planned {
     answers: Vec<Result<u64>>,
     last: u64,
     batch_id: i64,
+    /// Payload bytes held once it commits.
+    bytes: u64,
 }
 
 /// Commits `batch` in one transaction: one answer per request, in order.
@@ -371,7 +393,7 @@ async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>
     let started = std::time::Instant::now();
     let mut client = match inner.client("appending").await {
         Ok(c) => c,
-        Err(e) => return fail_all(batch.len(), &e),
+        Err(e) => return fail_all(inner, batch.len(), &e),
     };
     let planned = inner
         .timed(
@@ -381,14 +403,14 @@ async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>
         .await;
     let planned = match planned {
         Ok(p) => p,
-        Err(e) => return fail_all(batch.len(), &e),
+        Err(e) => return fail_all(inner, batch.len(), &e),
     };
     let commit = client.execute("COMMIT", &[]);
     let lost = match tokio::time::timeout(inner.options.op_timeout, commit).await {
         Ok(Ok(_)) => None,
         // The server answered the COMMIT with an error: rolled back.
         Ok(Err(e)) if e.as_db_error().is_some() => {
-            return fail_all(batch.len(), &unavailable("committing an append")(e))
+            return fail_all(inner, batch.len(), &unavailable("committing an append")(e))
         }
         Ok(Err(e)) => Some(describe(&e)),
         Err(_) => Some(format!("no answer within {:?}", inner.options.op_timeout)),
@@ -397,14 +419,23 @@ async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>
         // Never hand this connection out again: its COMMIT may still run.
         drop(deadpool_postgres::Object::take(client));
         if let Err(e) = resolve(inner, planned.last, planned.batch_id, why).await {
-            return fail_all(batch.len(), &e);
+            return fail_all(inner, batch.len(), &e);
         }
     }
     inner.saw_committed(planned.last);
     let mut stats = lock(&inner.stats);
     stats.commits += 1;
-    stats.records += planned.answers.iter().filter(|a| a.is_ok()).count() as u64;
+    for (request, answer) in batch.iter().zip(&planned.answers) {
+        match answer {
+            Ok(_) => {
+                stats.records += 1;
+                stats.payload_bytes += request.payload.len() as u64;
+            }
+            Err(_) => stats.errors += 1,
+        }
+    }
     stats.commit_seconds += started.elapsed().as_secs_f64();
+    stats.bytes_held = planned.bytes;
     drop(stats);
     planned.answers
 }
@@ -471,6 +502,7 @@ async fn plan_and_send(
             answers,
             last,
             batch_id,
+            bytes,
         })
     }
     .await;
@@ -542,7 +574,8 @@ async fn resolve(inner: &Inner, last: u64, batch_id: i64, why: String) -> Result
     }
 }
 
-fn fail_all(n: usize, e: &WalError) -> Vec<Result<u64>> {
+fn fail_all(inner: &Inner, n: usize, e: &WalError) -> Vec<Result<u64>> {
+    lock(&inner.stats).errors += n as u64;
     (0..n).map(|_| Err(copy_error(e))).collect()
 }
 
@@ -630,7 +663,12 @@ impl wal::Log for PgLog {
                 )
                 .await
                 .map_err(unavailable(context))?;
-                let first = delete_consumed(&tx, head.get::<_, i64>(0) as u64).await?;
+                let first = delete_consumed(
+                    &tx,
+                    head.get::<_, i64>(0) as u64,
+                    inner.options.delete_batch,
+                )
+                .await?;
                 tx.commit().await.map_err(unavailable(context))?;
                 Ok(first)
             })

@@ -195,6 +195,7 @@ fn pg_options() -> PgLogOptions {
         poll_interval: Duration::from_millis(10),
         op_timeout: Duration::from_secs(3),
         resolve_for: Duration::from_secs(3),
+        delete_batch: 1,
         ..PgLogOptions::default()
     }
 }

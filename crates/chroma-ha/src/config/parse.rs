@@ -249,6 +249,18 @@ pub(crate) fn token(text: &str) -> Result<Secret, Bad> {
     Ok(Secret::new(text))
 }
 
+/// Parses the URL of a PostgreSQL log: `postgres://` or `postgresql://`,
+/// in the form the PostgreSQL client accepts.
+pub(crate) fn postgres_url(text: &str) -> Result<Secret, Bad> {
+    let text = text.trim();
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        return Err(Bad::new("is not a postgres:// or postgresql:// URL"));
+    }
+    text.parse::<tokio_postgres::Config>()
+        .map_err(|e| Bad::new(format!("is not a PostgreSQL URL: {e}")))?;
+    Ok(Secret::new(text))
+}
+
 /// Parses the header that carries a server token.
 pub(crate) fn token_header(text: &str) -> Result<TokenHeader, Bad> {
     match text.trim().to_ascii_lowercase().as_str() {

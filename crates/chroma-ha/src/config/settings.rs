@@ -74,6 +74,7 @@ pub(super) struct Draft {
     pub(super) max_dead_letters: usize,
     pub(super) admin_token: Option<Secret>,
     pub(super) log_level: String,
+    pub(super) log_url: Option<Secret>,
 }
 
 impl Default for Draft {
@@ -108,6 +109,7 @@ impl Default for Draft {
             max_dead_letters: defaults::MAX_DEAD_LETTERS,
             admin_token: None,
             log_level: defaults::LOG_LEVEL.to_string(),
+            log_url: None,
         }
     }
 }
@@ -155,7 +157,14 @@ fn usize_at_least(v: &str, min: u64) -> Result<usize, Bad> {
 }
 
 /// Tables of the TOML file that hold scalar settings.
-pub(super) const SECTIONS: &[&str] = &["server_auth", "wal", "health", "reads", "replication"];
+pub(super) const SECTIONS: &[&str] = &[
+    "server_auth",
+    "log",
+    "wal",
+    "health",
+    "reads",
+    "replication",
+];
 
 /// Keys of a server table in the file.
 pub(super) const SERVER_KEYS: &[&str] = &["url", "name", "token", "token_header", "read_weight"];
@@ -230,6 +239,10 @@ pub(super) static SETTINGS: &[Setting] = &[
             Ok(())
         },
     )),
+    secret(setting("log.url", "CHROMA_HA_LOG_URL", |d, v, _| {
+        d.log_url = Some(parse::postgres_url(v)?);
+        Ok(())
+    })),
     setting("log_level", "CHROMA_HA_LOG_LEVEL", |d, v, _| {
         d.log_level = parse::log_level(v)?;
         Ok(())

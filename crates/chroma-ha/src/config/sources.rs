@@ -88,6 +88,9 @@ fn apply_flags(d: &mut Draft, args: &ServeArgs) -> Result<(), ConfigError> {
     if let Some(mode) = args.fsync {
         d.fsync = mode;
     }
+    if let Some(v) = &args.log_url {
+        d.log_url = Some(parse::postgres_url(v).map_err(|bad| invalid("--log-url", true, v, bad))?);
+    }
     Ok(())
 }
 
@@ -219,6 +222,7 @@ fn finish(d: Draft) -> Result<Config, ConfigError> {
         },
         admin_token: d.admin_token,
         log_level: d.log_level,
+        log_url: d.log_url,
     })
 }
 

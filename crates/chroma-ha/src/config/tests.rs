@@ -167,8 +167,13 @@ fn every_chroma_ha_env_setting_is_read() {
         ("CHROMA_HA_MAX_DEAD_LETTERS", "7"),
         ("CHROMA_HA_ADMIN_TOKEN", "adm1n"),
         ("CHROMA_HA_LOG_LEVEL", "debug"),
+        ("CHROMA_HA_LOG_URL", "postgres://ha:pw@db:5432/chroma_ha"),
     ])
     .unwrap();
+    assert_eq!(
+        c.log_url.as_ref().map(Secret::expose),
+        Some("postgres://ha:pw@db:5432/chroma_ha")
+    );
     let creds = Some(Credentials::ChromaToken(Secret::new("s3cret")));
     assert_eq!(c.primary.credentials, creds);
     assert_eq!(c.replicas[0].credentials, creds);
@@ -581,6 +586,35 @@ fn invalid_env_values_name_the_variable_and_value() {
         load_env(&[("PRIMARY_URL", "https://x")]),
         &["PRIMARY_URL", "'https://x'", "TLS"],
     );
+}
+
+#[test]
+fn a_log_url_must_be_a_postgres_url_and_is_never_echoed() {
+    assert_eq!(load_env(&[("PRIMARY_URL", "http://p")]).unwrap().log_url, None);
+    for bad in ["mysql://u:hunter2@db/x", "postgres://u:hunter2@db:notaport/x"] {
+        let err = load_env(&[("PRIMARY_URL", "http://p"), ("CHROMA_HA_LOG_URL", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CHROMA_HA_LOG_URL"), "{err}");
+        assert!(!err.contains("hunter2"), "the password was echoed: {err}");
+    }
+    let args = ServeArgs {
+        primary: Some("http://p".into()),
+        log_url: Some("postgresql://u:hunter2@db/x".into()),
+        ..ServeArgs::default()
+    };
+    let c = sources::build(None, &|_| None, &args).unwrap();
+    assert_eq!(
+        c.log_url.as_ref().map(Secret::expose),
+        Some("postgresql://u:hunter2@db/x")
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let args = ServeArgs {
+        log_url: Some("http://u:hunter2@db/x".into()),
+        ..args
+    };
+    let err = sources::build(None, &|_| None, &args).unwrap_err().to_string();
+    assert!(err.contains("--log-url") && !err.contains("hunter2"), "{err}");
 }
 
 #[test]

@@ -42,6 +42,8 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
 /// The log part of `/status`.
 #[derive(Debug, Serialize)]
 pub struct WalStatus {
+    /// Where the log is kept: `file` (data_dir/wal) or `postgres`.
+    pub kind: &'static str,
     /// Most entries any server still has to apply.
     pub pending_writes: u64,
     /// Whether a healthy server is catching up (more than 4 × apply_window
@@ -232,6 +234,7 @@ pub fn collect(app: &AppState) -> Status {
         max_dead_letters: letters.max(),
         dead_letters_message,
         write_ahead_log: WalStatus {
+            kind: rep.wal().kind(),
             pending_writes: pending,
             is_replaying: replaying,
             oldest_pending: oldest.map(|t| t as f64 / 1000.0),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use wal::{Log as _, LogRead as _};
 
 pub(crate) use super::window::Work;
 
@@ -142,7 +143,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         rep: rep.clone(),
         index,
         name: backend.name().to_string(),
-        log_cursor: rep.cursors[index].position(),
+        log_cursor: rep.wal.cursors().get(backend.name()).copied().unwrap_or(0),
         window: Window::new(state, capacity),
         running: JoinSet::new(),
         tasks: HashMap::new(),
@@ -419,7 +420,7 @@ impl Applier {
         if durable <= self.log_cursor || self.log_cursor_at.elapsed() < LOG_CURSOR_INTERVAL {
             return;
         }
-        match self.rep.cursors[self.index].commit(durable).await {
+        match self.rep.wal.commit_cursor(&self.name, durable).await {
             Ok(_) => self.log_cursor = durable,
             Err(e) => {
                 tracing::error!(server = %self.name, error = %e, "saving the log cursor failed")

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use wal::{Log as _, LogRead as _};
 
 /// The footprint of a logged entry (`None`: unknown, overlaps everything).
 fn footprint_of(entry: &Entry) -> Option<WriteFootprint> {

@@ -27,6 +27,7 @@ pub mod dead_letters;
 pub mod idmap;
 mod ids;
 pub mod ledger;
+pub mod log;
 pub mod progress;
 mod read;
 pub mod record;
@@ -39,12 +40,14 @@ use crate::config::{Config, FsyncPolicy, ReadConsistency};
 use dead_letters::DeadLetters;
 use idmap::IdMap;
 use ledger::Ledger;
+pub use log::ReplicationLog;
 use progress::{Progress, ProgressSnapshot};
 use record::{LogRecord, Refusal};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use wal::{Log, LogRead};
 
 /// Settings the replication core uses, taken from [`Config`].
 #[derive(Debug, Clone)]
@@ -100,6 +103,9 @@ pub enum StartError {
         #[source]
         source: wal::WalError,
     },
+    /// The log in PostgreSQL could not be opened.
+    #[error("opening the log in PostgreSQL: {0}")]
+    PostgresLog(#[from] pglog::ConnectError),
     /// A log record this binary cannot decode (written by a newer version?).
     #[error(
         "the log record at LSN {lsn} cannot be read by this version ({error}): it may be a \
@@ -115,13 +121,12 @@ pub enum StartError {
 
 /// The replication core: log, ledger, appliers, id map, dead letters.
 pub struct Replicator {
-    wal: wal::Wal,
+    wal: ReplicationLog,
     backends: Arc<Backends>,
     ledger: Ledger,
     idmap: IdMap,
     dead_letters: DeadLetters,
     progress: Vec<Progress>,
-    cursors: Vec<wal::Cursor>,
     paused: Vec<watch::Sender<bool>>,
     settings: ReplicationSettings,
     adopted: adoption::Adoptions,
@@ -189,9 +194,64 @@ fn wal_options(
     (options, name)
 }
 
+/// Where the log is, for messages: its directory, or the PostgreSQL
+/// server and database (never the password).
+fn describe_log(config: &Config) -> String {
+    match &config.log_url {
+        None => config.data_dir.join("wal").display().to_string(),
+        Some(url) => match url.expose().parse::<tokio_postgres::Config>() {
+            Ok(c) => format!(
+                "PostgreSQL database {:?} on {:?}",
+                c.get_dbname().unwrap_or_default(),
+                c.get_hosts()
+            ),
+            Err(_) => "PostgreSQL".into(),
+        },
+    }
+}
+
+/// Opens the configured log: the file log in `data_dir/wal`, or the log in
+/// PostgreSQL at `log.url` (migrated to this build's schema). Returns it
+/// with what opening found and the name of its durability policy.
+async fn open_log(
+    config: &Config,
+    on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+) -> Result<(ReplicationLog, wal::Recovery, &'static str), StartError> {
+    let Some(url) = &config.log_url else {
+        let dir = config.data_dir.join("wal");
+        let (options, fsync) = wal_options(config, on_fsync);
+        let (log, recovery) = wal::Wal::open(&dir, options).map_err(|source| StartError::Wal {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        if let Some(repair) = &recovery.tail_repair {
+            tracing::warn!(?repair, "the log's torn tail was repaired at start");
+        }
+        return Ok((ReplicationLog::File(log), recovery, fsync));
+    };
+    let options = pglog::PgLogOptions {
+        max_bytes: config.wal.max_bytes,
+        max_record_bytes: config.max_body_bytes + 64 * 1024,
+        op_timeout: config.connect_timeout.max(Duration::from_secs(1)),
+        ..pglog::PgLogOptions::default()
+    };
+    let log = pglog::PgLog::connect(url.expose(), options).await?;
+    let recovery = wal::Recovery {
+        segments: 0,
+        first_lsn: log.first_lsn(),
+        last_lsn: log.last_lsn(),
+        tail_repair: None,
+    };
+    tracing::info!(log = %describe_log(config), "the log is kept in PostgreSQL");
+    Ok((ReplicationLog::Postgres(log), recovery, "postgres"))
+}
+
 /// Reads the refusals recorded after `from` (the lowest cursor). An error
 /// stops the start: the entries after it would otherwise count as committed.
-async fn refusals_since(log: &wal::Wal, from: u64) -> Result<BTreeMap<u64, Refusal>, StartError> {
+async fn refusals_since(
+    log: &ReplicationLog,
+    from: u64,
+) -> Result<BTreeMap<u64, Refusal>, StartError> {
     let mut refused = BTreeMap::new();
     let mut reader = log.read_from(from.max(log.first_lsn()));
     loop {
@@ -227,16 +287,11 @@ impl Replicator {
         backends: Arc<Backends>,
         on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
     ) -> Result<Arc<Replicator>, StartError> {
-        let wal_dir = config.data_dir.join("wal");
+        let (log, recovery, fsync) = open_log(config, on_fsync).await?;
         let wal_err = |source| StartError::Wal {
-            dir: wal_dir.display().to_string(),
+            dir: describe_log(config),
             source,
         };
-        let (options, fsync) = wal_options(config, on_fsync);
-        let (log, recovery) = wal::Wal::open(&wal_dir, options).map_err(wal_err)?;
-        if let Some(repair) = &recovery.tail_repair {
-            tracing::warn!(?repair, "the log's torn tail was repaired at start");
-        }
         // A cursor of a server no longer configured would hold every
         // segment forever: drop it (its server cannot be replayed anyway).
         for name in log.cursors().keys() {
@@ -259,7 +314,19 @@ impl Replicator {
         let mut cursors = Vec::new();
         let mut joined_late = Vec::new();
         for backend in backends.all() {
-            cursors.push(log.cursor(backend.name()).await.map_err(wal_err)?);
+            // A server without a cursor gets one just before the first
+            // record held, so the log keeps what it has yet to apply.
+            let position = match known.get(backend.name()) {
+                Some(position) => *position,
+                None => {
+                    let start = log.first_lsn() - 1;
+                    log.commit_cursor(backend.name(), start)
+                        .await
+                        .map_err(wal_err)?;
+                    start
+                }
+            };
+            cursors.push(position);
         }
         // Where each applier starts: its durable applied state. The log's
         // cursor trails it (it is moved after the state is durable), so it
@@ -271,7 +338,7 @@ impl Replicator {
             .all()
             .iter()
             .zip(&cursors)
-            .map(|(backend, cursor)| {
+            .map(|(backend, &position)| {
                 let mut state = states.remove(backend.name()).unwrap_or_default();
                 let before = known
                     .get(backend.name())
@@ -281,8 +348,8 @@ impl Replicator {
                 if before + 1 < log.first_lsn() {
                     joined_late.push(backend.name().to_string());
                 }
-                if state.cursor < cursor.position() {
-                    state.cursor = cursor.position();
+                if state.cursor < position {
+                    state.cursor = position;
                     let floor = state.cursor;
                     state.above.retain(|lsn| *lsn > floor);
                 }
@@ -331,7 +398,6 @@ impl Replicator {
             ledger: Ledger::new(boot_lsn, refused),
             idmap,
             dead_letters,
-            cursors,
             settings,
             adopted: adoption::Adoptions::new(adoption::MAX_ADOPTED_SCOPES),
             progress_tx: watch::channel(0).0,
@@ -382,7 +448,7 @@ impl Replicator {
     }
 
     /// The log.
-    pub fn wal(&self) -> &wal::Wal {
+    pub fn wal(&self) -> &ReplicationLog {
         &self.wal
     }
 

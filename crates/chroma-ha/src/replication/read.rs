@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use rand::Rng;
 use std::time::{Duration, Instant};
+use wal::Log as _;
 
 impl Replicator {
     /// Whether server `index` may serve a read of `scope` that must see

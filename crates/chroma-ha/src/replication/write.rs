@@ -10,6 +10,7 @@ use crate::chroma::GatewayError;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use std::sync::Arc;
+use wal::Log as _;
 
 impl Replicator {
     /// The server that should execute the next write: the first healthy,

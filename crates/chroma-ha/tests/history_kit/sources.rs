@@ -30,47 +30,71 @@ pub struct Logged {
     pub refused: Option<Refusal>,
 }
 
-/// Reads the whole log in `dir` (the gateway must be stopped). Panics if
-/// the log does not start at LSN 1.
-pub fn read_log(dir: &Path, segment_bytes: u64) -> Vec<Logged> {
+/// Where a run's log is: the file log's directory, or the PostgreSQL
+/// database (URL) that held it.
+pub enum LogAt<'a> {
+    /// `data_dir/wal`, with its segment size.
+    File(&'a Path, u64),
+    /// A `log.url`.
+    Postgres(&'a str),
+}
+
+/// Reads the whole log (the gateway must be stopped). Panics if the log
+/// does not start at LSN 1.
+pub fn read_log(at: LogAt<'_>) -> Vec<Logged> {
     block_on(async {
-        let options = wal::WalOptions {
-            segment_bytes,
-            ..wal::WalOptions::default()
-        };
-        let (log, _) = wal::Wal::open(dir, options).expect("open the gateway's log");
-        assert_eq!(
-            log.first_lsn(),
-            1,
-            "the log was truncated; raise segment_bytes"
-        );
-        let mut reader = log.read_from(1);
-        let mut out: Vec<Logged> = Vec::new();
-        let mut refusals = HashMap::new();
-        let mut next = 1;
-        while let Some(rec) = reader.try_next().await.expect("read the log") {
-            assert_eq!(rec.lsn, next, "the log's LSNs are not dense");
-            next += 1;
-            match decode(&rec.payload).expect("decode a log record") {
-                LogRecord::Entry(e) => {
-                    out.push(Logged {
-                        lsn: rec.lsn,
-                        method: e.method.to_string(),
-                        path: e.path,
-                        body: String::from_utf8_lossy(&e.body).into_owned(),
-                        refused: None,
-                    });
-                }
-                LogRecord::Decision { lsn, refusal } => {
-                    refusals.insert(lsn, refusal);
-                }
+        match at {
+            LogAt::File(dir, segment_bytes) => {
+                let options = wal::WalOptions {
+                    segment_bytes,
+                    ..wal::WalOptions::default()
+                };
+                let (log, _) = wal::Wal::open(dir, options).expect("open the gateway's log");
+                collect(&log).await
+            }
+            LogAt::Postgres(url) => {
+                let log = pglog::PgLog::connect(url, pglog::PgLogOptions::default())
+                    .await
+                    .expect("open the gateway's log in PostgreSQL");
+                collect(&log).await
             }
         }
-        for e in &mut out {
-            e.refused = refusals.get(&e.lsn).copied();
-        }
-        out
     })
+}
+
+async fn collect<L: wal::Log>(log: &L) -> Vec<Logged> {
+    use wal::LogRead;
+    assert_eq!(
+        log.first_lsn(),
+        1,
+        "the log was truncated; raise segment_bytes"
+    );
+    let mut reader = log.read_from(1);
+    let mut out: Vec<Logged> = Vec::new();
+    let mut refusals = HashMap::new();
+    let mut next = 1;
+    while let Some(rec) = reader.try_next().await.expect("read the log") {
+        assert_eq!(rec.lsn, next, "the log's LSNs are not dense");
+        next += 1;
+        match decode(&rec.payload).expect("decode a log record") {
+            LogRecord::Entry(e) => {
+                out.push(Logged {
+                    lsn: rec.lsn,
+                    method: e.method.to_string(),
+                    path: e.path,
+                    body: String::from_utf8_lossy(&e.body).into_owned(),
+                    refused: None,
+                });
+            }
+            LogRecord::Decision { lsn, refusal } => {
+                refusals.insert(lsn, refusal);
+            }
+        }
+    }
+    for e in &mut out {
+        e.refused = refusals.get(&e.lsn).copied();
+    }
+    out
 }
 
 /// One server's content: database -> collection name -> (metadata, records).
