@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# What the repeat rule costs, measured side by side: for each gateway binary
-# given, in alternating rounds, against the same two local Chroma servers:
+# Gateways measured side by side: for each gateway given, in alternating
+# rounds, against the same two local Chroma servers:
 #
-#   scripts/bench_repeat_rule.sh [--rounds N] [--seconds S] BIN [BIN...]
+#   scripts/bench_gateways.sh [--rounds N] [--seconds S] GATEWAY [GATEWAY...]
+#
+# GATEWAY is a chroma-ha binary (its log in a fresh data directory), or
+# BIN@postgres: that binary with its log in PostgreSQL (a throwaway cluster
+# started here from `pg_config --bindir`, a fresh database per run). E.g.
+# the repeat rule's cost: `OLD_BIN NEW_BIN`; the two logs: `BIN BIN@postgres`.
 #
 # 1. one writer alternating `delete where` and `update` on one collection
 #    (tests/python/conflict_chain.py): every write conflicts with the last;
@@ -10,7 +15,7 @@
 #
 # Each run starts the binary as `serve` on a fresh data directory (fsync
 # always) in front of a primary and a replica started here, and stops it
-# afterwards; the Chroma servers are stopped at the end. Everything runs on
+# afterwards; the Chroma and PostgreSQL servers are stopped at the end. Everything runs on
 # 127.0.0.1 with free ports; data goes to a temporary directory that is
 # removed at the end. Needs .venv with chromadb (./scripts/test.sh makes it).
 set -euo pipefail
@@ -38,9 +43,17 @@ CHROMA="$ROOT/.venv/bin/chroma"
 
 WORK="$(mktemp -d)"
 PIDS=()
+PGDIR=""
+as_postgres() {
+    if [[ "$(id -u)" -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [[ -n "$PGDIR" ]]; then
+        as_postgres "$(pg_config --bindir)/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
+        rm -rf "$PGDIR"
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -72,21 +85,42 @@ EOF
     wait_http "http://127.0.0.1:$port/api/v2/heartbeat"
 }
 
+PG_PORT=""
+start_postgres() {
+    local bindir
+    bindir="$(pg_config --bindir)" || { echo "PostgreSQL is needed for @postgres (apt-get install postgresql)" >&2; exit 2; }
+    PGDIR="$(mktemp -d)"
+    [[ "$(id -u)" -eq 0 ]] && chown postgres "$PGDIR"
+    PG_PORT="$(free_port)"
+    as_postgres "$bindir/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
+    as_postgres "$bindir/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w \
+        -o "-p $PG_PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+}
+
 P_PORT="$(free_port)"
 R_PORT="$(free_port)"
 start_chroma primary "$P_PORT"
 start_chroma replica "$R_PORT"
 
+RUN=0
 for round in $(seq 1 "$ROUNDS"); do
-    for bin in "${BINS[@]}"; do
+    for gateway in "${BINS[@]}"; do
+        bin="${gateway%@postgres}"
         port="$(free_port)"
-        data="$WORK/gw-$round-$(basename "$bin")-$RANDOM"
+        RUN=$((RUN + 1))
+        data="$WORK/gw-$RUN"
+        log_args=()
+        if [[ "$gateway" == *@postgres ]]; then
+            [[ -n "$PG_PORT" ]] || start_postgres
+            as_postgres "$(pg_config --bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "run$RUN"
+            log_args=(--log-url "postgres://postgres@127.0.0.1:$PG_PORT/run$RUN")
+        fi
         "$bin" serve --listen "127.0.0.1:$port" --primary "http://127.0.0.1:$P_PORT" \
             --replica "http://127.0.0.1:$R_PORT" --data-dir "$data" --fsync always \
-            >"$data.log" 2>&1 &
+            "${log_args[@]}" >"$data.log" 2>&1 &
         gw=$!
         wait_http "http://127.0.0.1:$port/ready"
-        echo "== round $round: $bin"
+        echo "== round $round: $gateway"
         "$PY" "$ROOT/tests/python/conflict_chain.py" "http://127.0.0.1:$port" --seconds "$SECS"
         CHROMA_HA_URL="http://127.0.0.1:$port" "$ROOT/scripts/wal_performance_test.sh" \
             --seconds "$SECS" --writers 4 --readers 2 | grep -E "^(writes|reads|catch)" || true
