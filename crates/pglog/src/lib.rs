@@ -22,14 +22,17 @@
 //! - Past `max_bytes` of payload held, appends fail with `LogFull`;
 //!   `append_uncapped` is exempt.
 //!
-//! ## Tables (schema version 1)
+//! ## Tables (schema version 2)
 //!
 //! ```text
 //! chroma_ha_schema       (version int)                  applied migrations
 //! chroma_ha_log_head     (id = 1, last_lsn, first_lsn, bytes)
 //! chroma_ha_log_entries  (lsn bigint primary key, batch bigint, payload bytea)
 //! chroma_ha_log_cursors  (name text primary key, lsn bigint)
+//! chroma_ha_leader       (id = 1, holder, address, epoch, expires_at, renewed_at)
 //! ```
+//!
+//! The leader lease and its fencing rules are in [`lease`].
 //!
 //! An append transaction locks the one head row (`SELECT … FOR UPDATE`),
 //! takes the next LSNs from `last_lsn`, inserts its rows and moves
@@ -51,15 +54,18 @@
 //! ## Layout of the crate
 //!
 //! - [`schema`]: the migrations and the version check.
+//! - [`lease`]: the leader lease, epochs and fencing.
 //! - [`log`]: [`PgLog`]: connect, append with group commit, cursors.
 //! - [`reader`]: [`PgReader`], in-order reads and tailing (by polling,
 //!   woken at once by this process's own appends).
 //! - [`testing`]: a throwaway PostgreSQL cluster for tests and benchmarks.
 
+pub mod lease;
 pub mod log;
 pub mod reader;
 pub mod schema;
 pub mod testing;
 
+pub use lease::{Claim, LeaderInfo, Leadership};
 pub use log::{ConnectError, PgLog, PgLogOptions, PgLogStats};
 pub use reader::PgReader;

@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     cursors: Mutex<BTreeMap<String, u64>>,
     appends: mpsc::Sender<AppendRequest>,
     stats: Mutex<PgLogStats>,
+    /// The epoch this process's shared-state writes carry (0: none).
+    pub(crate) fence: AtomicU64,
 }
 
 struct AppendRequest {
@@ -214,6 +216,7 @@ impl PgLog {
             cursors: Mutex::new(cursors),
             appends,
             stats: Mutex::new(PgLogStats::default()),
+            fence: AtomicU64::new(0),
         });
         tokio::spawn(writer(Arc::downgrade(&inner), requests));
         Ok(PgLog { inner })
@@ -288,6 +291,7 @@ impl PgLog {
                         last,
                     });
                 }
+                crate::lease::check_fence(&tx, inner.fence.load(Ordering::Acquire)).await?;
                 tx.execute(
                     "INSERT INTO chroma_ha_log_cursors VALUES ($1, $2)
                      ON CONFLICT (name) DO UPDATE SET lsn = EXCLUDED.lsn",
@@ -657,6 +661,7 @@ impl wal::Log for PgLog {
                     )
                     .await
                     .map_err(unavailable(context))?;
+                crate::lease::check_fence(&tx, inner.fence.load(Ordering::Acquire)).await?;
                 tx.execute(
                     "DELETE FROM chroma_ha_log_cursors WHERE name = $1",
                     &[&name],

@@ -3,7 +3,7 @@
 use tokio_postgres::Client;
 
 /// The schema version this build writes and understands.
-pub const LATEST: i32 = 1;
+pub const LATEST: i32 = 2;
 
 /// An arbitrary key for `pg_advisory_xact_lock`: processes that connect at
 /// the same moment migrate one after the other.
@@ -28,6 +28,16 @@ const MIGRATIONS: &[&str] = &[
          name text PRIMARY KEY,
          lsn bigint NOT NULL
      );",
+    // 2: the leader lease.
+    "CREATE TABLE chroma_ha_leader (
+         id integer PRIMARY KEY CHECK (id = 1),
+         holder text,
+         address text,
+         epoch bigint NOT NULL,
+         expires_at timestamptz,
+         renewed_at timestamptz
+     );
+     INSERT INTO chroma_ha_leader VALUES (1, NULL, NULL, 0, NULL, NULL);",
 ];
 
 /// What [`migrate`] found wrong.

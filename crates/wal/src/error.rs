@@ -96,6 +96,15 @@ pub enum WalError {
         /// The store's error.
         reason: String,
     },
+    /// A write of shared state by a process that no longer leads the log:
+    /// another process took the lease (a higher epoch) since.
+    #[error("refused: this process led the log in epoch {held}, but epoch {current} has begun")]
+    Fenced {
+        /// The epoch this process held.
+        held: u64,
+        /// The epoch in force now.
+        current: u64,
+    },
     /// Another process holds the log directory.
     #[error("log directory {} is locked by another process", .0.display())]
     Locked(PathBuf),

@@ -590,8 +590,14 @@ fn invalid_env_values_name_the_variable_and_value() {
 
 #[test]
 fn a_log_url_must_be_a_postgres_url_and_is_never_echoed() {
-    assert_eq!(load_env(&[("PRIMARY_URL", "http://p")]).unwrap().log_url, None);
-    for bad in ["mysql://u:hunter2@db/x", "postgres://u:hunter2@db:notaport/x"] {
+    assert_eq!(
+        load_env(&[("PRIMARY_URL", "http://p")]).unwrap().log_url,
+        None
+    );
+    for bad in [
+        "mysql://u:hunter2@db/x",
+        "postgres://u:hunter2@db:notaport/x",
+    ] {
         let err = load_env(&[("PRIMARY_URL", "http://p"), ("CHROMA_HA_LOG_URL", bad)])
             .unwrap_err()
             .to_string();
@@ -613,8 +619,13 @@ fn a_log_url_must_be_a_postgres_url_and_is_never_echoed() {
         log_url: Some("http://u:hunter2@db/x".into()),
         ..args
     };
-    let err = sources::build(None, &|_| None, &args).unwrap_err().to_string();
-    assert!(err.contains("--log-url") && !err.contains("hunter2"), "{err}");
+    let err = sources::build(None, &|_| None, &args)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--log-url") && !err.contains("hunter2"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,0 +1,122 @@
+//! The leader lease against a real PostgreSQL (a throwaway cluster per
+//! test): who leads, epochs, expiry by PostgreSQL's clock, release, and
+//! fencing of a deposed leader's writes.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pglog::testing::TestPostgres;
+use pglog::{Claim, Leadership, PgLog, PgLogOptions};
+use wal::{Log, WalError};
+
+const LEASE: Duration = Duration::from_millis(600);
+
+async fn process(pg: &TestPostgres) -> PgLog {
+    PgLog::connect(&pg.url("postgres"), PgLogOptions::default())
+        .await
+        .unwrap()
+}
+
+fn leads(claim: Claim) -> Leadership {
+    match claim {
+        Claim::Leader(l) => l,
+        Claim::Follower(info) => panic!("expected to lead; {info:?} leads"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_claimant_leads_and_the_others_learn_its_address() {
+    let pg = TestPostgres::start();
+    let (a, b) = (process(&pg).await, process(&pg).await);
+    let before = Instant::now();
+    let term = leads(a.claim_lease("a", "10.0.0.1:8000", LEASE).await.unwrap());
+    let after = Instant::now();
+    assert_eq!((term.epoch, term.new_term), (1, true));
+    assert!(
+        before + LEASE <= term.valid_until && term.valid_until <= after + LEASE,
+        "a holder may act until its claim was sent + the lease time"
+    );
+    match b.claim_lease("b", "10.0.0.2:8000", LEASE).await.unwrap() {
+        Claim::Follower(info) => {
+            assert_eq!(info.holder.as_deref(), Some("a"));
+            assert_eq!(info.address.as_deref(), Some("10.0.0.1:8000"));
+            assert_eq!(info.epoch, 1);
+            assert!(info.expires_in.is_some_and(|d| d <= LEASE), "{info:?}");
+        }
+        Claim::Leader(l) => panic!("two leaders: {l:?}"),
+    }
+    // Renewing keeps the term.
+    let again = leads(a.claim_lease("a", "10.0.0.1:8000", LEASE).await.unwrap());
+    assert_eq!((again.epoch, again.new_term), (1, false));
+    assert!(again.valid_until > term.valid_until);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_unrenewed_expires_and_the_next_claimant_begins_a_higher_epoch() {
+    let pg = TestPostgres::start();
+    let (a, b) = (process(&pg).await, process(&pg).await);
+    leads(a.claim_lease("a", "a:1", LEASE).await.unwrap());
+    tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
+    let term = leads(b.claim_lease("b", "b:1", LEASE).await.unwrap());
+    assert_eq!((term.epoch, term.new_term), (2, true));
+    // The old holder, back (as after SIGSTOP and SIGCONT), follows.
+    match a.claim_lease("a", "a:1", LEASE).await.unwrap() {
+        Claim::Follower(info) => assert_eq!((info.holder.as_deref(), info.epoch), (Some("b"), 2)),
+        Claim::Leader(l) => panic!("the deposed leader took the lease back: {l:?}"),
+    }
+    // A holder whose own lease ran out starts a new term, not the old one.
+    tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
+    let back = leads(b.claim_lease("b", "b:1", LEASE).await.unwrap());
+    assert_eq!((back.epoch, back.new_term), (3, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lease_is_taken_at_once_by_the_next_claimant() {
+    let pg = TestPostgres::start();
+    let (a, b) = (process(&pg).await, process(&pg).await);
+    let term = leads(
+        a.claim_lease("a", "a:1", Duration::from_secs(60))
+            .await
+            .unwrap(),
+    );
+    // Releasing someone else's term does nothing.
+    b.release_lease("b", term.epoch).await.unwrap();
+    assert!(matches!(
+        b.claim_lease("b", "b:1", LEASE).await.unwrap(),
+        Claim::Follower(_)
+    ));
+    a.release_lease("a", term.epoch).await.unwrap();
+    let next = leads(b.claim_lease("b", "b:1", LEASE).await.unwrap());
+    assert_eq!(next.epoch, 2);
+    let info = a.leader().await.unwrap();
+    assert_eq!((info.holder.as_deref(), info.epoch), (Some("b"), 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_cursor_commits_are_refused_and_its_successors_are_not() {
+    let pg = TestPostgres::start();
+    let (a, b) = (process(&pg).await, process(&pg).await);
+    for i in 0..3 {
+        a.append(Bytes::from(format!("r{i}"))).await.unwrap();
+    }
+    let old = leads(a.claim_lease("a", "a:1", LEASE).await.unwrap());
+    a.fence(old.epoch);
+    a.commit_cursor("primary", 1).await.unwrap();
+    tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
+    let new = leads(b.claim_lease("b", "b:1", LEASE).await.unwrap());
+    b.fence(new.epoch);
+    match a.commit_cursor("primary", 2).await {
+        Err(WalError::Fenced {
+            held: 1,
+            current: 2,
+        }) => {}
+        other => panic!("a deposed leader moved a cursor: {other:?}"),
+    }
+    match a.remove_cursor("primary").await {
+        Err(WalError::Fenced { .. }) => {}
+        other => panic!("a deposed leader removed a cursor: {other:?}"),
+    }
+    b.commit_cursor("primary", 3).await.unwrap();
+    let reopened = process(&pg).await;
+    assert_eq!(reopened.cursors().get("primary"), Some(&3));
+}
