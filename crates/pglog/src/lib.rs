@@ -17,8 +17,12 @@
 //! - An append that fails before its commit was sent leaves nothing:
 //!   [`wal::WalError::Unavailable`]. One whose commit was sent and not
 //!   answered is looked up again by its batch id until its outcome is
-//!   known; only if PostgreSQL stays out of reach for the whole lookup does
-//!   it fail with [`wal::WalError::OutcomeUnknown`].
+//!   known; only if PostgreSQL stays out of reach for `resolve_for` does
+//!   it fail with [`wal::WalError::OutcomeUnknown`]. The log then goes on
+//!   asking, refusing new appends meanwhile, so that no other append can
+//!   be given those LSNs; a batch that landed after all is reported by
+//!   [`PgLog::take_orphans`] (its records are in the log, and no caller
+//!   holds their LSNs).
 //! - Past `max_bytes` of payload held, appends fail with `LogFull`;
 //!   `append_uncapped` is exempt.
 //!

@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     stats: Mutex<PgLogStats>,
     /// The epoch this process's shared-state writes carry (0: none).
     pub(crate) fence: AtomicU64,
+    orphans: mpsc::UnboundedSender<Vec<u64>>,
+    orphans_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<u64>>>>,
 }
 
 struct AppendRequest {
@@ -208,6 +210,7 @@ impl PgLog {
             .collect();
         drop(client);
         let (appends, requests) = mpsc::channel(options.max_batch.max(1) * 4);
+        let (orphans, orphans_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool,
             options,
@@ -217,6 +220,8 @@ impl PgLog {
             appends,
             stats: Mutex::new(PgLogStats::default()),
             fence: AtomicU64::new(0),
+            orphans,
+            orphans_rx: Mutex::new(Some(orphans_rx)),
         });
         tokio::spawn(writer(Arc::downgrade(&inner), requests));
         Ok(PgLog { inner })
@@ -242,6 +247,13 @@ impl PgLog {
             .await
             .map_err(|_| WalError::Closed)?;
         answer.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// The LSNs of appends that failed with `OutcomeUnknown` and turned
+    /// out to be committed: records in the log whose appender never got
+    /// their LSN. The first call takes the receiver; later calls get `None`.
+    pub fn take_orphans(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
+        lock(&self.inner.orphans_rx).take()
     }
 
     /// This process's append counters.
@@ -363,8 +375,24 @@ fn validate_cursor_name(name: &str) -> Result<()> {
 
 /// This process's writer: drains the appends waiting, commits them in one
 /// transaction, answers each. Ends when the log is dropped.
+///
+/// After a batch whose outcome stayed unknown it first settles that
+/// outcome, refusing new appends (`Unavailable`) meanwhile: until it is
+/// known whether the batch took its LSNs, no other batch may be given them.
+/// If it landed, its LSNs are sent to [`PgLog::take_orphans`].
 async fn writer(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<AppendRequest>) {
-    while let Some(first) = requests.recv().await {
+    let mut unsettled: Option<Unsettled> = None;
+    loop {
+        if let Some(u) = unsettled.take() {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            unsettled = settle(&inner, u, &mut requests).await;
+            continue;
+        }
+        let Some(first) = requests.recv().await else {
+            return;
+        };
         let Some(inner) = inner.upgrade() else {
             return;
         };
@@ -375,9 +403,64 @@ async fn writer(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<Appe
                 Err(_) => break,
             }
         }
-        let answers = commit_batch(&inner, &batch).await;
+        let (answers, left) = commit_batch(&inner, &batch).await;
+        unsettled = left;
         for (request, answer) in batch.into_iter().zip(answers) {
             let _ = request.done.send(answer);
+        }
+    }
+}
+
+/// A batch whose commit answer was lost and whose outcome is not known yet.
+struct Unsettled {
+    last: u64,
+    batch_id: i64,
+    lsns: Vec<u64>,
+    pause: Duration,
+}
+
+/// One attempt to learn `u`'s outcome; refuses the appends that arrive
+/// meanwhile. Returns `u` again while the outcome is still unknown.
+async fn settle(
+    inner: &Inner,
+    mut u: Unsettled,
+    requests: &mut mpsc::Receiver<AppendRequest>,
+) -> Option<Unsettled> {
+    let refuse = |r: AppendRequest| {
+        lock(&inner.stats).errors += 1;
+        let _ = r.done.send(Err(WalError::Unavailable {
+            context: "appending".into(),
+            reason: "the log is still finding out whether an earlier append whose answer \
+                     was lost was committed"
+                .into(),
+        }));
+    };
+    match look_up(inner, u.last, u.batch_id).await {
+        Ok(landed) => {
+            if landed {
+                inner.saw_committed(u.last);
+                tracing::warn!(
+                    lsns = ?u.lsns,
+                    "an append whose outcome was reported unknown was committed after all"
+                );
+                let _ = inner.orphans.send(u.lsns);
+            }
+            None
+        }
+        Err(_) => {
+            let wake = tokio::time::sleep(u.pause);
+            tokio::pin!(wake);
+            loop {
+                tokio::select! {
+                    _ = &mut wake => break,
+                    request = requests.recv() => match request {
+                        Some(r) => refuse(r),
+                        None => return None,
+                    },
+                }
+            }
+            u.pause = (u.pause * 2).min(Duration::from_secs(1));
+            Some(u)
         }
     }
 }
@@ -391,13 +474,17 @@ struct Planned {
     bytes: u64,
 }
 
-/// Commits `batch` in one transaction: one answer per request, in order.
-async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>> {
+/// Commits `batch` in one transaction: one answer per request, in order,
+/// and the batch itself if its outcome stayed unknown.
+async fn commit_batch(
+    inner: &Inner,
+    batch: &[AppendRequest],
+) -> (Vec<Result<u64>>, Option<Unsettled>) {
     let batch_id: i64 = random_batch_id();
     let started = std::time::Instant::now();
     let mut client = match inner.client("appending").await {
         Ok(c) => c,
-        Err(e) => return fail_all(inner, batch.len(), &e),
+        Err(e) => return (fail_all(inner, batch.len(), &e), None),
     };
     let planned = inner
         .timed(
@@ -407,14 +494,15 @@ async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>
         .await;
     let planned = match planned {
         Ok(p) => p,
-        Err(e) => return fail_all(inner, batch.len(), &e),
+        Err(e) => return (fail_all(inner, batch.len(), &e), None),
     };
     let commit = client.execute("COMMIT", &[]);
     let lost = match tokio::time::timeout(inner.options.op_timeout, commit).await {
         Ok(Ok(_)) => None,
         // The server answered the COMMIT with an error: rolled back.
         Ok(Err(e)) if e.as_db_error().is_some() => {
-            return fail_all(inner, batch.len(), &unavailable("committing an append")(e))
+            let e = unavailable("committing an append")(e);
+            return (fail_all(inner, batch.len(), &e), None);
         }
         Ok(Err(e)) => Some(describe(&e)),
         Err(_) => Some(format!("no answer within {:?}", inner.options.op_timeout)),
@@ -422,8 +510,22 @@ async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>
     if let Some(why) = lost {
         // Never hand this connection out again: its COMMIT may still run.
         drop(deadpool_postgres::Object::take(client));
-        if let Err(e) = resolve(inner, planned.last, planned.batch_id, why).await {
-            return fail_all(inner, batch.len(), &e);
+        match resolve(inner, planned.last, planned.batch_id, why).await {
+            Ok(()) => {}
+            Err(e @ WalError::OutcomeUnknown { .. }) => {
+                let lsns = planned
+                    .answers
+                    .iter()
+                    .filter_map(|a| a.as_ref().ok().copied());
+                let unsettled = Unsettled {
+                    last: planned.last,
+                    batch_id: planned.batch_id,
+                    lsns: lsns.collect(),
+                    pause: Duration::from_millis(100),
+                };
+                return (fail_all(inner, batch.len(), &e), Some(unsettled));
+            }
+            Err(e) => return (fail_all(inner, batch.len(), &e), None),
         }
     }
     inner.saw_committed(planned.last);
@@ -441,7 +543,7 @@ async fn commit_batch(inner: &Inner, batch: &[AppendRequest]) -> Vec<Result<u64>
     stats.commit_seconds += started.elapsed().as_secs_f64();
     stats.bytes_held = planned.bytes;
     drop(stats);
-    planned.answers
+    (planned.answers, None)
 }
 
 /// Inside an open transaction on `client`: locks the head, takes LSNs for
@@ -518,51 +620,19 @@ async fn plan_and_send(
 }
 
 /// After a COMMIT whose answer was lost: asks, until `resolve_for` has
-/// passed, whether the batch's last row landed. It first takes the head
-/// row's lock, so the transaction in question has ended (committed or
-/// rolled back) when it looks. `Ok(())`: committed; `Err(e)`: not
+/// passed, whether the batch landed. `Ok(())`: committed; `Err(e)`: not
 /// committed (`Unavailable`) or not known (`OutcomeUnknown`).
 async fn resolve(inner: &Inner, last: u64, batch_id: i64, why: String) -> Result<(), WalError> {
     let deadline = tokio::time::Instant::now() + inner.options.resolve_for;
     let mut pause = Duration::from_millis(50);
-    let context = "looking up an append";
     loop {
-        let asked = inner
-            .timed(context, async {
-                let mut client = inner.client(context).await?;
-                let tx = client.transaction().await.map_err(unavailable(context))?;
-                let first: i64 = tx
-                    .query_one(
-                        "SELECT first_lsn FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
-                        &[],
-                    )
-                    .await
-                    .map_err(unavailable(context))?
-                    .get(0);
-                if (last as i64) < first {
-                    // Deleted since: every cursor consumed it, so it landed.
-                    return Ok(Some(batch_id));
-                }
-                let row = tx
-                    .query_opt(
-                        "SELECT batch FROM chroma_ha_log_entries WHERE lsn = $1",
-                        &[&(last as i64)],
-                    )
-                    .await
-                    .map_err(unavailable(context))?;
-                tx.rollback().await.map_err(unavailable(context))?;
-                Ok(row.map(|r| r.get::<_, i64>(0)))
-            })
-            .await;
-        match asked {
-            Ok(Some(id)) if id == batch_id => return Ok(()),
-            Ok(_) => {
-                // Another batch holds the LSN, or nothing does and the head
-                // row no longer waits for ours: ours rolled back.
+        match look_up(inner, last, batch_id).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {
                 return Err(WalError::Unavailable {
                     context: "committing an append".into(),
                     reason: format!("{why}; the commit did not land"),
-                });
+                })
             }
             Err(e) if tokio::time::Instant::now() + pause > deadline => {
                 return Err(WalError::OutcomeUnknown {
@@ -576,6 +646,41 @@ async fn resolve(inner: &Inner, last: u64, batch_id: i64, why: String) -> Result
             }
         }
     }
+}
+
+/// Whether the batch `batch_id`, whose last LSN was to be `last`, was
+/// committed. It first takes the head row's lock, so the transaction in
+/// question has ended (committed or rolled back) when it looks: another
+/// batch at `last`, or none, means ours rolled back.
+async fn look_up(inner: &Inner, last: u64, batch_id: i64) -> Result<bool> {
+    let context = "looking up an append";
+    inner
+        .timed(context, async {
+            let mut client = inner.client(context).await?;
+            let tx = client.transaction().await.map_err(unavailable(context))?;
+            let first: i64 = tx
+                .query_one(
+                    "SELECT first_lsn FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
+                    &[],
+                )
+                .await
+                .map_err(unavailable(context))?
+                .get(0);
+            if (last as i64) < first {
+                // Deleted since: every cursor consumed it, so it landed.
+                return Ok(true);
+            }
+            let row = tx
+                .query_opt(
+                    "SELECT batch FROM chroma_ha_log_entries WHERE lsn = $1",
+                    &[&(last as i64)],
+                )
+                .await
+                .map_err(unavailable(context))?;
+            tx.rollback().await.map_err(unavailable(context))?;
+            Ok(row.is_some_and(|r| r.get::<_, i64>(0) == batch_id))
+        })
+        .await
 }
 
 fn fail_all(inner: &Inner, n: usize, e: &WalError) -> Vec<Result<u64>> {

@@ -142,6 +142,11 @@ impl TestPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Creates an empty database named `name`.
     pub fn create_database(&self, name: &str) {
         let port = self.port.to_string();

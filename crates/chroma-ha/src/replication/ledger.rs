@@ -140,6 +140,19 @@ impl Ledger {
     /// Records that `lsn` is not an entry (a decision record), so the
     /// decided watermark can pass it.
     pub fn not_an_entry(&self, lsn: u64) {
+        self.decided_without_waiter(lsn);
+    }
+
+    /// Records that `lsn` holds a committed entry no request of this
+    /// process waits for: its append was reported "outcome unknown" and
+    /// turned out to be committed. It is applied everywhere, as after a
+    /// restart.
+    pub fn committed_orphan(&self, lsn: u64) {
+        self.decided_without_waiter(lsn);
+        self.bump();
+    }
+
+    fn decided_without_waiter(&self, lsn: u64) {
         let mut inner = self.lock();
         if lsn > inner.decided_upto {
             inner.live.insert(
@@ -384,6 +397,21 @@ mod tests {
         ledger.answer(3, Err(GatewayError::internal("x")));
         assert_eq!(ledger.lock().decided_upto, 3);
         assert!(ledger.lock().live.is_empty());
+    }
+
+    #[test]
+    fn an_orphaned_entry_counts_as_committed_wakes_the_appliers_and_lets_the_watermark_pass() {
+        let ledger = Ledger::new(0, BTreeMap::new());
+        let mut changes = ledger.subscribe();
+        changes.borrow_and_update();
+        assert_eq!(ledger.state(1), EntryState::Undecided { executor: None });
+        ledger.committed_orphan(1);
+        assert!(
+            changes.has_changed().unwrap(),
+            "appliers waiting on it wake up"
+        );
+        assert_eq!(ledger.state(1), EntryState::Committed);
+        assert_eq!(ledger.lock().decided_upto, 1);
     }
 
     #[test]

@@ -444,6 +444,18 @@ impl Replicator {
             tokio::spawn(applier::run(replicator.clone(), index, start));
         }
         tokio::spawn(maintain(replicator.clone()));
+        if let ReplicationLog::Postgres(log) = &replicator.wal {
+            if let Some(mut orphans) = log.take_orphans() {
+                let rep = replicator.clone();
+                tokio::spawn(async move {
+                    while let Some(lsns) = orphans.recv().await {
+                        for lsn in lsns {
+                            rep.ledger.committed_orphan(lsn);
+                        }
+                    }
+                });
+            }
+        }
         Ok(replicator)
     }
 

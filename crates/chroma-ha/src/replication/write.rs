@@ -97,6 +97,12 @@ impl Replicator {
                     "the write-ahead log has no room ({e}); the write was not accepted"
                 )))
             }
+            Err(e @ wal::WalError::OutcomeUnknown { .. }) => {
+                return Err(GatewayError::gateway_timeout(format!(
+                    "outcome unknown: the log's database did not say whether it took the write \
+                     ({e}); if it did, the write is applied on every server"
+                )))
+            }
             Err(e) => {
                 return Err(GatewayError::service_unavailable(format!(
                     "the write-ahead log cannot take writes ({e}); the write was not accepted"

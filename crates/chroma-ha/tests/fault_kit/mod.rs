@@ -4,6 +4,7 @@
 //! per-server zero-loss check ([`verify`]) and small blocking helpers.
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod verify;
 pub mod workload;
 

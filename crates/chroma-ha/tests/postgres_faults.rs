@@ -1,0 +1,136 @@
+//! A gateway with its log in PostgreSQL (a throwaway cluster of the test's
+//! own), in front of two real Chroma servers, under the fault tests'
+//! workload, while PostgreSQL itself fails: restarted under load, and
+//! stopped for 10 s. Afterwards every server is read directly: every
+//! acknowledged write present, nothing that failed present, servers alike.
+
+mod fault_kit;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fault_kit::checks::{assert_no_dead_letters, finish, UnknownBound, PROGRESS};
+use fault_kit::workload::{Outcome, Workload, WorkloadSpec};
+use fault_kit::{serial, status_now, Cluster};
+use pglog::testing::TestPostgres;
+
+/// Writes in flight when PostgreSQL goes away may end unknown (their
+/// commit answer lost while it stays away longer than the lookup): at most
+/// one per workload task (4 writers and a creator) per outage.
+const IN_FLIGHT_AT_OUTAGE: UnknownBound = UnknownBound {
+    floor: 5,
+    fraction: 0.0,
+};
+
+fn gateway_on(pg: &TestPostgres) -> Cluster {
+    Cluster::start(&[("CHROMA_HA_LOG_URL", &pg.url("postgres"))])
+}
+
+#[test]
+fn postgres_restarted_under_load_loses_no_acknowledged_write() {
+    let _serial = serial();
+    let test = "postgres_restarted";
+    let prefix = "pgr";
+    let mut pg = TestPostgres::start();
+    let c = gateway_on(&pg);
+    assert_eq!(
+        status_now(&c.gw())["write_ahead_log"]["kind"],
+        "postgres",
+        "the gateway runs on the PostgreSQL log"
+    );
+    let w = Workload::start(&c.gw(), WorkloadSpec::new(prefix));
+    w.wait_for_more_acks(50, PROGRESS);
+    pg.kill_server();
+    std::thread::sleep(Duration::from_millis(500));
+    pg.start_server();
+    w.wait_for_more_acks(50, PROGRESS);
+    let result = w.stop();
+    finish(
+        test,
+        &c,
+        &result,
+        prefix,
+        &[],
+        None,
+        IN_FLIGHT_AT_OUTAGE,
+        "postgres_restarts=1",
+    );
+    assert_no_dead_letters(test, &c);
+}
+
+#[test]
+fn postgres_stopped_for_10_s_writes_fail_fast_with_503_then_resume_by_themselves() {
+    let _serial = serial();
+    let test = "postgres_stopped_10s";
+    let prefix = "pgs";
+    let mut pg = TestPostgres::start();
+    let c = gateway_on(&pg);
+    let w = Workload::start(&c.gw(), WorkloadSpec::new(prefix));
+    w.wait_for_more_acks(50, PROGRESS);
+    pg.kill_server();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    let up = Instant::now();
+    pg.start_server();
+    w.wait_for_more_acks(50, PROGRESS);
+    let result = w.stop();
+    // Writes sent while PostgreSQL was away (after the first second, so
+    // none was mid-commit at the stop) fail, and fail fast.
+    let during: Vec<_> = result
+        .writes_started_in(down + Duration::from_secs(1), up)
+        .into_iter()
+        .collect();
+    let failed: Vec<_> = during
+        .iter()
+        .filter(|w| w.outcome == Outcome::Failed)
+        .collect();
+    let slowest = failed.iter().map(|w| w.latency()).max().unwrap_or_default();
+    eprintln!(
+        "{test}: {} writes sent while PostgreSQL was down, {} failed, slowest failure {:?}, \
+         statuses {:?}",
+        during.len(),
+        failed.len(),
+        slowest,
+        during
+            .iter()
+            .map(|w| w.status)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        !during.is_empty(),
+        "{test}: no write was sent during the outage"
+    );
+    assert!(
+        during
+            .iter()
+            .all(|w| w.outcome == Outcome::Failed && w.status == Some(503)),
+        "{test}: every write during the outage gets a 503"
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "{test}: a write waited {slowest:?} for its 503"
+    );
+    let resumed = result
+        .writes
+        .iter()
+        .any(|w| w.start > up && w.outcome == Outcome::Acked);
+    assert!(
+        resumed,
+        "{test}: writes did not resume after PostgreSQL came back"
+    );
+    finish(
+        test,
+        &c,
+        &result,
+        prefix,
+        &[],
+        None,
+        IN_FLIGHT_AT_OUTAGE,
+        &format!(
+            "outage_writes={} slowest_503={:.3}s",
+            during.len(),
+            slowest.as_secs_f64()
+        ),
+    );
+    assert_no_dead_letters(test, &c);
+}
