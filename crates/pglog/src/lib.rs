@@ -59,7 +59,8 @@
 //!
 //! - [`schema`]: the migrations and the version check.
 //! - [`lease`]: the leader lease, epochs and fencing.
-//! - [`log`]: [`PgLog`]: connect, append with group commit, cursors.
+//! - [`log`]: [`PgLog`]: connect, append, cursors.
+//! - `writer`: group commit, and settling commits whose answer was lost.
 //! - [`reader`]: [`PgReader`], in-order reads and tailing (by polling,
 //!   woken at once by this process's own appends).
 //! - [`testing`]: a throwaway PostgreSQL cluster for tests and benchmarks.
@@ -69,6 +70,7 @@ pub mod log;
 pub mod reader;
 pub mod schema;
 pub mod testing;
+mod writer;
 
 pub use lease::{Claim, LeaderInfo, Leadership};
 pub use log::{ConnectError, PgLog, PgLogOptions, PgLogStats};

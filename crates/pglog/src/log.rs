@@ -101,20 +101,20 @@ pub(crate) struct Inner {
     pub(crate) first: AtomicU64,
     cursors: Mutex<BTreeMap<String, u64>>,
     appends: mpsc::Sender<AppendRequest>,
-    stats: Mutex<PgLogStats>,
+    pub(crate) stats: Mutex<PgLogStats>,
     /// The epoch this process's shared-state writes carry (0: none).
     pub(crate) fence: AtomicU64,
-    orphans: mpsc::UnboundedSender<Vec<u64>>,
+    pub(crate) orphans: mpsc::UnboundedSender<Vec<u64>>,
     orphans_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<u64>>>>,
 }
 
-struct AppendRequest {
-    payload: Bytes,
-    capped: bool,
-    done: oneshot::Sender<Result<u64>>,
+pub(crate) struct AppendRequest {
+    pub(crate) payload: Bytes,
+    pub(crate) capped: bool,
+    pub(crate) done: oneshot::Sender<Result<u64>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -127,7 +127,7 @@ pub(crate) fn unavailable(context: &str) -> impl Fn(tokio_postgres::Error) -> Wa
 }
 
 /// The error with the server's message and detail when there is one.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
@@ -223,7 +223,7 @@ impl PgLog {
             orphans,
             orphans_rx: Mutex::new(Some(orphans_rx)),
         });
-        tokio::spawn(writer(Arc::downgrade(&inner), requests));
+        tokio::spawn(crate::writer::run(Arc::downgrade(&inner), requests));
         Ok(PgLog { inner })
     }
 
@@ -279,10 +279,16 @@ impl PgLog {
             .await
     }
 
-    async fn store_cursor(&self, name: &str, lsn: u64) -> Result<()> {
+    /// Moves cursor `name` to `lsn` (`Some`), creating it if needed, or
+    /// removes it (`None`), in one transaction that holds the head row,
+    /// checks this process's epoch, and deletes what every cursor consumed.
+    async fn change_cursor(&self, name: &str, lsn: Option<u64>) -> Result<()> {
         validate_cursor_name(name)?;
         let inner = &self.inner;
-        let context = "committing a cursor";
+        let context = match lsn {
+            Some(_) => "committing a cursor",
+            None => "removing a cursor",
+        };
         let first = inner
             .timed(context, async {
                 let mut client = inner.client(context).await?;
@@ -295,28 +301,44 @@ impl PgLog {
                     .await
                     .map_err(unavailable(context))?;
                 let (last, first) = (head.get::<_, i64>(0) as u64, head.get::<_, i64>(1) as u64);
-                if lsn > last || lsn + 1 < first {
-                    return Err(WalError::CursorOutOfRange {
-                        name: name.to_string(),
-                        lsn,
-                        first,
-                        last,
-                    });
-                }
                 crate::lease::check_fence(&tx, inner.fence.load(Ordering::Acquire)).await?;
-                tx.execute(
-                    "INSERT INTO chroma_ha_log_cursors VALUES ($1, $2)
-                     ON CONFLICT (name) DO UPDATE SET lsn = EXCLUDED.lsn",
-                    &[&name, &(lsn as i64)],
-                )
-                .await
+                match lsn {
+                    Some(lsn) if lsn > last || lsn + 1 < first => {
+                        return Err(WalError::CursorOutOfRange {
+                            name: name.to_string(),
+                            lsn,
+                            first,
+                            last,
+                        })
+                    }
+                    Some(lsn) => {
+                        tx.execute(
+                            "INSERT INTO chroma_ha_log_cursors VALUES ($1, $2)
+                             ON CONFLICT (name) DO UPDATE SET lsn = EXCLUDED.lsn",
+                            &[&name, &(lsn as i64)],
+                        )
+                        .await
+                    }
+                    None => {
+                        tx.execute(
+                            "DELETE FROM chroma_ha_log_cursors WHERE name = $1",
+                            &[&name],
+                        )
+                        .await
+                    }
+                }
                 .map_err(unavailable(context))?;
                 let first = delete_consumed(&tx, first, inner.options.delete_batch).await?;
                 tx.commit().await.map_err(unavailable(context))?;
                 Ok(first)
             })
             .await?;
-        lock(&inner.cursors).insert(name.to_string(), lsn);
+        let mut cursors = lock(&inner.cursors);
+        match lsn {
+            Some(lsn) => cursors.insert(name.to_string(), lsn),
+            None => cursors.remove(name),
+        };
+        drop(cursors);
         inner.first.store(first, Ordering::Release);
         Ok(())
     }
@@ -373,353 +395,6 @@ fn validate_cursor_name(name: &str) -> Result<()> {
     }
 }
 
-/// This process's writer: drains the appends waiting, commits them in one
-/// transaction, answers each. Ends when the log is dropped.
-///
-/// After a batch whose outcome stayed unknown it first settles that
-/// outcome, refusing new appends (`Unavailable`) meanwhile: until it is
-/// known whether the batch took its LSNs, no other batch may be given them.
-/// If it landed, its LSNs are sent to [`PgLog::take_orphans`].
-async fn writer(inner: std::sync::Weak<Inner>, mut requests: mpsc::Receiver<AppendRequest>) {
-    let mut unsettled: Option<Unsettled> = None;
-    loop {
-        if let Some(u) = unsettled.take() {
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            unsettled = settle(&inner, u, &mut requests).await;
-            continue;
-        }
-        let Some(first) = requests.recv().await else {
-            return;
-        };
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < inner.options.max_batch {
-            match requests.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let (answers, left) = commit_batch(&inner, &batch).await;
-        unsettled = left;
-        for (request, answer) in batch.into_iter().zip(answers) {
-            let _ = request.done.send(answer);
-        }
-    }
-}
-
-/// A batch whose commit answer was lost and whose outcome is not known yet.
-struct Unsettled {
-    last: u64,
-    batch_id: i64,
-    lsns: Vec<u64>,
-    pause: Duration,
-}
-
-/// One attempt to learn `u`'s outcome; refuses the appends that arrive
-/// meanwhile. Returns `u` again while the outcome is still unknown.
-async fn settle(
-    inner: &Inner,
-    mut u: Unsettled,
-    requests: &mut mpsc::Receiver<AppendRequest>,
-) -> Option<Unsettled> {
-    let refuse = |r: AppendRequest| {
-        lock(&inner.stats).errors += 1;
-        let _ = r.done.send(Err(WalError::Unavailable {
-            context: "appending".into(),
-            reason: "the log is still finding out whether an earlier append whose answer \
-                     was lost was committed"
-                .into(),
-        }));
-    };
-    match look_up(inner, u.last, u.batch_id).await {
-        Ok(landed) => {
-            if landed {
-                inner.saw_committed(u.last);
-                tracing::warn!(
-                    lsns = ?u.lsns,
-                    "an append whose outcome was reported unknown was committed after all"
-                );
-                let _ = inner.orphans.send(u.lsns);
-            }
-            None
-        }
-        Err(_) => {
-            let wake = tokio::time::sleep(u.pause);
-            tokio::pin!(wake);
-            loop {
-                tokio::select! {
-                    _ = &mut wake => break,
-                    request = requests.recv() => match request {
-                        Some(r) => refuse(r),
-                        None => return None,
-                    },
-                }
-            }
-            u.pause = (u.pause * 2).min(Duration::from_secs(1));
-            Some(u)
-        }
-    }
-}
-
-/// What the transaction of a batch decided before it was committed.
-struct Planned {
-    answers: Vec<Result<u64>>,
-    last: u64,
-    batch_id: i64,
-    /// Payload bytes held once it commits.
-    bytes: u64,
-}
-
-/// Commits `batch` in one transaction: one answer per request, in order,
-/// and the batch itself if its outcome stayed unknown.
-async fn commit_batch(
-    inner: &Inner,
-    batch: &[AppendRequest],
-) -> (Vec<Result<u64>>, Option<Unsettled>) {
-    let batch_id: i64 = random_batch_id();
-    let started = std::time::Instant::now();
-    let mut client = match inner.client("appending").await {
-        Ok(c) => c,
-        Err(e) => return (fail_all(inner, batch.len(), &e), None),
-    };
-    let planned = inner
-        .timed(
-            "appending",
-            plan_and_send(&mut client, inner, batch, batch_id),
-        )
-        .await;
-    let planned = match planned {
-        Ok(p) => p,
-        Err(e) => return (fail_all(inner, batch.len(), &e), None),
-    };
-    let commit = client.execute("COMMIT", &[]);
-    let lost = match tokio::time::timeout(inner.options.op_timeout, commit).await {
-        Ok(Ok(_)) => None,
-        // The server answered the COMMIT with an error: rolled back.
-        Ok(Err(e)) if e.as_db_error().is_some() => {
-            let e = unavailable("committing an append")(e);
-            return (fail_all(inner, batch.len(), &e), None);
-        }
-        Ok(Err(e)) => Some(describe(&e)),
-        Err(_) => Some(format!("no answer within {:?}", inner.options.op_timeout)),
-    };
-    if let Some(why) = lost {
-        // Never hand this connection out again: its COMMIT may still run.
-        drop(deadpool_postgres::Object::take(client));
-        match resolve(inner, planned.last, planned.batch_id, why).await {
-            Ok(()) => {}
-            Err(e @ WalError::OutcomeUnknown { .. }) => {
-                let lsns = planned
-                    .answers
-                    .iter()
-                    .filter_map(|a| a.as_ref().ok().copied());
-                let unsettled = Unsettled {
-                    last: planned.last,
-                    batch_id: planned.batch_id,
-                    lsns: lsns.collect(),
-                    pause: Duration::from_millis(100),
-                };
-                return (fail_all(inner, batch.len(), &e), Some(unsettled));
-            }
-            Err(e) => return (fail_all(inner, batch.len(), &e), None),
-        }
-    }
-    inner.saw_committed(planned.last);
-    let mut stats = lock(&inner.stats);
-    stats.commits += 1;
-    for (request, answer) in batch.iter().zip(&planned.answers) {
-        match answer {
-            Ok(_) => {
-                stats.records += 1;
-                stats.payload_bytes += request.payload.len() as u64;
-            }
-            Err(_) => stats.errors += 1,
-        }
-    }
-    stats.commit_seconds += started.elapsed().as_secs_f64();
-    stats.bytes_held = planned.bytes;
-    drop(stats);
-    (planned.answers, None)
-}
-
-/// Inside an open transaction on `client`: locks the head, takes LSNs for
-/// the requests the cap admits, inserts them and moves the head. Leaves the
-/// transaction open for the caller's COMMIT.
-async fn plan_and_send(
-    client: &mut deadpool_postgres::Client,
-    inner: &Inner,
-    batch: &[AppendRequest],
-    batch_id: i64,
-) -> Result<Planned> {
-    let context = "appending";
-    let fail = unavailable(context);
-    client.execute("BEGIN", &[]).await.map_err(&fail)?;
-    let result = async {
-        let head = client
-            .query_one(
-                "SELECT last_lsn, bytes FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
-                &[],
-            )
-            .await
-            .map_err(&fail)?;
-        let (mut last, mut bytes) = (head.get::<_, i64>(0) as u64, head.get::<_, i64>(1) as u64);
-        let max = inner.options.max_bytes;
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut lsns: Vec<i64> = Vec::new();
-        let mut payloads: Vec<&[u8]> = Vec::new();
-        for request in batch {
-            let needed = request.payload.len() as u64;
-            if request.capped && bytes + needed > max {
-                answers.push(Err(WalError::LogFull {
-                    used: bytes,
-                    max,
-                    needed,
-                }));
-                continue;
-            }
-            last += 1;
-            bytes += needed;
-            answers.push(Ok(last));
-            lsns.push(last as i64);
-            payloads.push(&request.payload);
-        }
-        if !lsns.is_empty() {
-            client
-                .execute(
-                    "INSERT INTO chroma_ha_log_entries (lsn, batch, payload)
-                     SELECT lsn, $3, payload FROM unnest($1::bigint[], $2::bytea[]) AS t(lsn, payload)",
-                    &[&lsns, &payloads, &batch_id],
-                )
-                .await
-                .map_err(&fail)?;
-            client
-                .execute(
-                    "UPDATE chroma_ha_log_head SET last_lsn = $1, bytes = $2 WHERE id = 1",
-                    &[&(last as i64), &(bytes as i64)],
-                )
-                .await
-                .map_err(&fail)?;
-        }
-        Ok(Planned {
-            answers,
-            last,
-            batch_id,
-            bytes,
-        })
-    }
-    .await;
-    if result.is_err() {
-        // Best effort: a broken connection is dropped by the pool anyway.
-        let _ = client.execute("ROLLBACK", &[]).await;
-    }
-    result
-}
-
-/// After a COMMIT whose answer was lost: asks, until `resolve_for` has
-/// passed, whether the batch landed. `Ok(())`: committed; `Err(e)`: not
-/// committed (`Unavailable`) or not known (`OutcomeUnknown`).
-async fn resolve(inner: &Inner, last: u64, batch_id: i64, why: String) -> Result<(), WalError> {
-    let deadline = tokio::time::Instant::now() + inner.options.resolve_for;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match look_up(inner, last, batch_id).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {
-                return Err(WalError::Unavailable {
-                    context: "committing an append".into(),
-                    reason: format!("{why}; the commit did not land"),
-                })
-            }
-            Err(e) if tokio::time::Instant::now() + pause > deadline => {
-                return Err(WalError::OutcomeUnknown {
-                    context: "committing an append".into(),
-                    reason: format!("{why}; then, asking whether it landed: {e}"),
-                });
-            }
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-/// Whether the batch `batch_id`, whose last LSN was to be `last`, was
-/// committed. It first takes the head row's lock, so the transaction in
-/// question has ended (committed or rolled back) when it looks: another
-/// batch at `last`, or none, means ours rolled back.
-async fn look_up(inner: &Inner, last: u64, batch_id: i64) -> Result<bool> {
-    let context = "looking up an append";
-    inner
-        .timed(context, async {
-            let mut client = inner.client(context).await?;
-            let tx = client.transaction().await.map_err(unavailable(context))?;
-            let first: i64 = tx
-                .query_one(
-                    "SELECT first_lsn FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
-                    &[],
-                )
-                .await
-                .map_err(unavailable(context))?
-                .get(0);
-            if (last as i64) < first {
-                // Deleted since: every cursor consumed it, so it landed.
-                return Ok(true);
-            }
-            let row = tx
-                .query_opt(
-                    "SELECT batch FROM chroma_ha_log_entries WHERE lsn = $1",
-                    &[&(last as i64)],
-                )
-                .await
-                .map_err(unavailable(context))?;
-            tx.rollback().await.map_err(unavailable(context))?;
-            Ok(row.is_some_and(|r| r.get::<_, i64>(0) == batch_id))
-        })
-        .await
-}
-
-fn fail_all(inner: &Inner, n: usize, e: &WalError) -> Vec<Result<u64>> {
-    lock(&inner.stats).errors += n as u64;
-    (0..n).map(|_| Err(copy_error(e))).collect()
-}
-
-/// The same error for every request of a batch (the type is not `Clone`:
-/// it may hold an `io::Error`).
-fn copy_error(e: &WalError) -> WalError {
-    match e {
-        WalError::Unavailable { context, reason } => WalError::Unavailable {
-            context: context.clone(),
-            reason: reason.clone(),
-        },
-        WalError::OutcomeUnknown { context, reason } => WalError::OutcomeUnknown {
-            context: context.clone(),
-            reason: reason.clone(),
-        },
-        WalError::Closed => WalError::Closed,
-        other => WalError::Unavailable {
-            context: "appending".into(),
-            reason: other.to_string(),
-        },
-    }
-}
-
-fn random_batch_id() -> i64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as i64
-}
-
 impl wal::Log for PgLog {
     type Reader = PgReader;
 
@@ -748,43 +423,10 @@ impl wal::Log for PgLog {
     }
 
     async fn commit_cursor(&self, name: &str, lsn: u64) -> Result<()> {
-        self.store_cursor(name, lsn).await
+        self.change_cursor(name, Some(lsn)).await
     }
 
     async fn remove_cursor(&self, name: &str) -> Result<()> {
-        validate_cursor_name(name)?;
-        let inner = &self.inner;
-        let context = "removing a cursor";
-        let first = inner
-            .timed(context, async {
-                let mut client = inner.client(context).await?;
-                let tx = client.transaction().await.map_err(unavailable(context))?;
-                let head = tx
-                    .query_one(
-                        "SELECT first_lsn FROM chroma_ha_log_head WHERE id = 1 FOR UPDATE",
-                        &[],
-                    )
-                    .await
-                    .map_err(unavailable(context))?;
-                crate::lease::check_fence(&tx, inner.fence.load(Ordering::Acquire)).await?;
-                tx.execute(
-                    "DELETE FROM chroma_ha_log_cursors WHERE name = $1",
-                    &[&name],
-                )
-                .await
-                .map_err(unavailable(context))?;
-                let first = delete_consumed(
-                    &tx,
-                    head.get::<_, i64>(0) as u64,
-                    inner.options.delete_batch,
-                )
-                .await?;
-                tx.commit().await.map_err(unavailable(context))?;
-                Ok(first)
-            })
-            .await?;
-        lock(&inner.cursors).remove(name);
-        inner.first.store(first, Ordering::Release);
-        Ok(())
+        self.change_cursor(name, None).await
     }
 }
