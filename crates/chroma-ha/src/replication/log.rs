@@ -44,8 +44,8 @@ impl ReplicationLog {
     }
 
     /// Size and activity figures. For the PostgreSQL log: LSNs, this
-    /// process's appends and the bytes held as of its last commit; it has
-    /// no segments or fsyncs of its own.
+    /// process's appends, the bytes held as of its last commit, and its
+    /// append transactions in place of fsyncs; it has no segments.
     pub fn stats(&self) -> WalStats {
         match self {
             ReplicationLog::File(log) => log.stats(),

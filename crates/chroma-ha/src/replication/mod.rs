@@ -187,11 +187,17 @@ fn wal_options(
         sync,
         segment_bytes: config.wal.segment_bytes,
         max_bytes: config.wal.max_bytes,
-        max_record_bytes: config.max_body_bytes + 64 * 1024,
+        max_record_bytes: max_record_bytes(config),
         on_fsync,
         ..wal::WalOptions::default()
     };
     (options, name)
+}
+
+/// The largest log record: the largest request body plus room for the
+/// entry's method, path and headers.
+fn max_record_bytes(config: &Config) -> usize {
+    config.max_body_bytes + 64 * 1024
 }
 
 /// Where the log is, for messages: its directory, or the PostgreSQL
@@ -231,7 +237,7 @@ async fn open_log(
     };
     let options = pglog::PgLogOptions {
         max_bytes: config.wal.max_bytes,
-        max_record_bytes: config.max_body_bytes + 64 * 1024,
+        max_record_bytes: max_record_bytes(config),
         op_timeout: config.connect_timeout.max(Duration::from_secs(1)),
         ..pglog::PgLogOptions::default()
     };
