@@ -5,12 +5,13 @@
 //! conflicting write is applied once it is given up, and time the server
 //! spends unhealthy does not count toward the limit.
 
+mod fake_kit;
+
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use chroma_ha::backend::Backends;
-use chroma_ha::config::{Config, FsyncPolicy};
+use chroma_ha::config::Config;
 use chroma_ha::replication::Replicator;
 use http::{HeaderMap, Method};
 use std::sync::{Arc, Mutex};
@@ -48,10 +49,6 @@ impl Fake {
     fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
-}
-
-async fn heartbeat() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"nanosecond heartbeat": 1}))
 }
 
 async fn add(
@@ -122,7 +119,7 @@ async fn fake_chroma(poisonous: bool) -> (String, Arc<Fake>) {
 async fn fake_chroma_with(fake: Fake) -> (String, Arc<Fake>) {
     let fake = Arc::new(fake);
     let app = Router::new()
-        .route("/api/v2/heartbeat", get(heartbeat))
+        .route("/api/v2/heartbeat", get(fake_kit::heartbeat))
         .route(
             "/api/v2/tenants/{t}/databases/{d}/collections",
             post(create_collection),
@@ -132,10 +129,7 @@ async fn fake_chroma_with(fake: Fake) -> (String, Arc<Fake>) {
             post(add),
         )
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, fake)
+    (fake_kit::serve(app).await, fake)
 }
 
 const GIVE_UP_AFTER: Duration = Duration::from_millis(1500);
@@ -151,10 +145,7 @@ async fn replicator_with(
     dir: &std::path::Path,
     tune: impl FnOnce(&mut Config),
 ) -> Arc<Replicator> {
-    let mut config = Config::with_servers(primary, &[replica]).unwrap();
-    config.data_dir = dir.to_path_buf();
-    config.wal.fsync = FsyncPolicy::Never;
-    config.health.check_interval = Duration::from_millis(50);
+    let mut config = fake_kit::config_for(primary, replica, dir);
     // The 500s must not make the replica unhealthy: the give-up clock only
     // runs while the server is healthy.
     config.health.failure_threshold = 1_000_000;
@@ -162,20 +153,7 @@ async fn replicator_with(
     config.replication.retry_base = Duration::from_millis(10);
     config.replication.retry_cap = RETRY_CAP;
     tune(&mut config);
-    let backends = Arc::new(Backends::new(&config).unwrap());
-    std::mem::forget(backends.spawn_probes());
-    let rep = Replicator::start(&config, backends.clone(), None)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backends.healthy_count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "fake servers never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    rep
+    fake_kit::start(&config).await
 }
 
 const COL_A: &str = "0195d1e2-0000-4000-8000-00000000000a";

@@ -4,6 +4,8 @@
 //! overlap, and a write whose executor cannot be reached goes to the next
 //! server.
 
+mod fake_kit;
+
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -55,10 +57,6 @@ struct Seen {
     max_in_flight: AtomicUsize,
     /// While set, writes get a 503 that is not Chroma's (transient).
     refusing: std::sync::atomic::AtomicBool,
-}
-
-async fn heartbeat() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"nanosecond heartbeat": 1}))
 }
 
 async fn add(
@@ -119,16 +117,13 @@ async fn fake_chroma(delay: Duration) -> (String, Arc<Seen>) {
 async fn fake_chroma_with(seen: Seen) -> (String, Arc<Seen>) {
     let seen = Arc::new(seen);
     let app = Router::new()
-        .route("/api/v2/heartbeat", get(heartbeat))
+        .route("/api/v2/heartbeat", get(fake_kit::heartbeat))
         .route(
             "/api/v2/tenants/{t}/databases/{d}/collections/{c}/add",
             post(add),
         )
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    (fake_kit::serve(app).await, seen)
 }
 
 async fn replicator(primary: &str, replica: &str, dir: &std::path::Path) -> Arc<Replicator> {
@@ -141,25 +136,9 @@ async fn replicator_with(
     dir: &std::path::Path,
     tune: impl FnOnce(&mut Config),
 ) -> Arc<Replicator> {
-    let mut config = Config::with_servers(primary, &[replica]).unwrap();
-    config.data_dir = dir.to_path_buf();
+    let mut config = fake_kit::config_for(primary, replica, dir);
     tune(&mut config);
-    config.wal.fsync = FsyncPolicy::Never;
-    config.health.check_interval = Duration::from_millis(50);
-    let backends = Arc::new(Backends::new(&config).unwrap());
-    std::mem::forget(backends.spawn_probes());
-    let rep = Replicator::start(&config, backends.clone(), None)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backends.healthy_count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "fake servers never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    rep
+    fake_kit::start(&config).await
 }
 
 fn add_body(id: &str, doc: &str) -> Bytes {

@@ -3,6 +3,8 @@
 //! its server from serving strong reads of its scope, and a retry keeps
 //! log order.
 
+mod fake_kit;
+
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,10 +30,6 @@ struct Fake {
     refusing: bool,
     seen: Mutex<HashSet<String>>,
     adds: Mutex<Vec<String>>,
-}
-
-async fn heartbeat() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"nanosecond heartbeat": 1}))
 }
 
 async fn add(
@@ -65,7 +63,7 @@ async fn fake_chroma(refusing: bool) -> (String, Arc<Fake>) {
         ..Fake::default()
     });
     let app = Router::new()
-        .route("/api/v2/heartbeat", get(heartbeat))
+        .route("/api/v2/heartbeat", get(fake_kit::heartbeat))
         .route(
             "/api/v2/tenants/{t}/databases/{d}/collections/{c}/add",
             post(add),
@@ -75,10 +73,7 @@ async fn fake_chroma(refusing: bool) -> (String, Arc<Fake>) {
             post(read),
         )
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, fake)
+    (fake_kit::serve(app).await, fake)
 }
 
 struct Cluster {

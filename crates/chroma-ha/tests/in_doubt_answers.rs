@@ -5,12 +5,12 @@
 //! every time; the history test (`tests/history.rs`) found both bugs
 //! against real Chroma.
 
+mod fake_kit;
+
 use axum::extract::{Path, State};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
-use chroma_ha::backend::Backends;
-use chroma_ha::config::{Config, FsyncPolicy};
 use chroma_ha::replication::record::{decode, LogRecord, Refusal};
 use chroma_ha::replication::Replicator;
 use http::{HeaderMap, Method, StatusCode};
@@ -36,10 +36,6 @@ enum Then {
 struct Fake {
     then: Then,
     deletes: AtomicU32,
-}
-
-async fn heartbeat() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"nanosecond heartbeat": 1}))
 }
 
 async fn delete_database(
@@ -72,37 +68,18 @@ async fn fake_chroma(then: Then) -> (String, Arc<Fake>) {
         deletes: AtomicU32::new(0),
     });
     let app = Router::new()
-        .route("/api/v2/heartbeat", get(heartbeat))
+        .route("/api/v2/heartbeat", get(fake_kit::heartbeat))
         .route("/api/v2/tenants/{t}/databases/{d}", delete(delete_database))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, fake)
+    (fake_kit::serve(app).await, fake)
 }
 
 async fn replicator(primary: &str, replica: &str, dir: &std::path::Path) -> Arc<Replicator> {
-    let mut config = Config::with_servers(primary, &[replica]).unwrap();
-    config.data_dir = dir.to_path_buf();
-    config.wal.fsync = FsyncPolicy::Never;
-    config.health.check_interval = Duration::from_millis(50);
+    let mut config = fake_kit::config_for(primary, replica, dir);
     config.health.failure_threshold = 1_000_000;
     config.replication.retry_base = Duration::from_millis(10);
     config.replication.retry_cap = Duration::from_millis(40);
-    let backends = Arc::new(Backends::new(&config).unwrap());
-    std::mem::forget(backends.spawn_probes());
-    let rep = Replicator::start(&config, backends.clone(), None)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backends.healthy_count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "fake servers never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    rep
+    fake_kit::start(&config).await
 }
 
 /// Deletes database `hdb1` through the gateway once both fakes answer as
