@@ -12,10 +12,13 @@ use crate::log::{describe, lock, unavailable, AppendRequest, Inner};
 /// This process's writer: drains the appends waiting, commits them in one
 /// transaction, answers each. Ends when the log is dropped.
 ///
-/// After a batch whose outcome stayed unknown it first settles that
-/// outcome, refusing new appends (`Unavailable`) meanwhile: until it is
-/// known whether the batch took its LSNs, no other batch may be given them.
-/// If it landed, its LSNs are sent to [`PgLog::take_orphans`].
+/// After a batch whose COMMIT answer was lost it first settles that
+/// batch's outcome, refusing every other append at once (`Unavailable`)
+/// meanwhile: until it is known whether the batch took its LSNs, no other
+/// batch may be given them. The batch's own appenders wait for the answer
+/// up to `resolve_for`, then are told `OutcomeUnknown`; if the batch turns
+/// out to have landed after that, its LSNs are sent to
+/// [`PgLog::take_orphans`].
 pub(crate) async fn run(
     inner: std::sync::Weak<Inner>,
     mut requests: mpsc::Receiver<AppendRequest>,
@@ -42,58 +45,102 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        let (answers, left) = commit_batch(&inner, &batch).await;
-        unsettled = left;
-        for (request, answer) in batch.into_iter().zip(answers) {
-            let _ = request.done.send(answer);
-        }
+        unsettled = commit_batch(&inner, batch).await;
     }
 }
 
-/// A batch whose commit answer was lost and whose outcome is not known yet.
+/// A batch whose COMMIT answer was lost and whose outcome is not known yet.
 struct Unsettled {
     last: u64,
     batch_id: i64,
+    /// The batch's appenders with the answer each gets if it landed; empty
+    /// once they were told the outcome is unknown.
+    waiting: Vec<(AppendRequest, Result<u64>)>,
+    /// When the waiting appenders are told the outcome is unknown.
+    answer_by: tokio::time::Instant,
+    /// Why the COMMIT's answer was lost, for the appenders' errors.
+    why: String,
+    /// The LSNs the batch took if it landed.
     lsns: Vec<u64>,
     pause: Duration,
 }
 
-/// One attempt to learn `u`'s outcome; refuses the appends that arrive
+/// One attempt to learn `u`'s outcome, refusing the appends that arrive
 /// meanwhile. Returns `u` again while the outcome is still unknown.
 async fn settle(
     inner: &Inner,
     mut u: Unsettled,
     requests: &mut mpsc::Receiver<AppendRequest>,
 ) -> Option<Unsettled> {
-    let refuse = |r: AppendRequest| {
-        lock(&inner.stats).errors += 1;
-        let _ = r.done.send(Err(WalError::Unavailable {
-            context: "appending".into(),
-            reason: "the log is still finding out whether an earlier append whose answer \
-                     was lost was committed"
-                .into(),
-        }));
+    let found = {
+        let looking = look_up(inner, u.last, u.batch_id);
+        tokio::pin!(looking);
+        loop {
+            tokio::select! {
+                found = &mut looking => break found,
+                request = requests.recv() => match request {
+                    Some(r) => refuse_while_settling(inner, r),
+                    None => return None,
+                },
+            }
+        }
     };
-    match look_up(inner, u.last, u.batch_id).await {
+    match found {
         Ok(landed) => {
             if landed {
                 inner.saw_committed(u.last);
-                tracing::warn!(
-                    lsns = ?u.lsns,
-                    "an append whose outcome was reported unknown was committed after all"
-                );
-                let _ = inner.orphans.send(u.lsns);
+            }
+            if u.waiting.is_empty() {
+                if landed {
+                    tracing::warn!(
+                        last_lsn = u.last,
+                        "an append whose outcome was reported unknown was committed after all"
+                    );
+                    let _ = inner.orphans.send(u.lsns);
+                }
+                return None;
+            }
+            let not_landed = WalError::Unavailable {
+                context: "committing an append".into(),
+                reason: format!("{}; the commit did not land", u.why),
+            };
+            let mut stats = lock(&inner.stats);
+            stats.commits += u64::from(landed);
+            for (request, answer) in u.waiting {
+                let answer = if landed {
+                    answer
+                } else {
+                    Err(copy_error(&not_landed))
+                };
+                match &answer {
+                    Ok(_) => {
+                        stats.records += 1;
+                        stats.payload_bytes += request.payload.len() as u64;
+                    }
+                    Err(_) => stats.errors += 1,
+                }
+                let _ = request.done.send(answer);
             }
             None
         }
-        Err(_) => {
+        Err(e) => {
+            if !u.waiting.is_empty() && tokio::time::Instant::now() >= u.answer_by {
+                let unknown = WalError::OutcomeUnknown {
+                    context: "committing an append".into(),
+                    reason: format!("{}; then, asking whether it landed: {e}", u.why),
+                };
+                lock(&inner.stats).errors += u.waiting.len() as u64;
+                for (request, _) in u.waiting.drain(..) {
+                    let _ = request.done.send(Err(copy_error(&unknown)));
+                }
+            }
             let wake = tokio::time::sleep(u.pause);
             tokio::pin!(wake);
             loop {
                 tokio::select! {
                     _ = &mut wake => break,
                     request = requests.recv() => match request {
-                        Some(r) => refuse(r),
+                        Some(r) => refuse_while_settling(inner, r),
                         None => return None,
                     },
                 }
@@ -102,6 +149,18 @@ async fn settle(
             Some(u)
         }
     }
+}
+
+/// Answers an append that arrived while an earlier batch's outcome is
+/// being settled: refused, nothing written.
+fn refuse_while_settling(inner: &Inner, r: AppendRequest) {
+    lock(&inner.stats).errors += 1;
+    let _ = r.done.send(Err(WalError::Unavailable {
+        context: "appending".into(),
+        reason: "the log is still finding out whether an earlier append whose answer \
+                 was lost was committed"
+            .into(),
+    }));
 }
 
 /// What the transaction of a batch decided before it was committed.
@@ -113,35 +172,38 @@ struct Planned {
     bytes: u64,
 }
 
-/// Commits `batch` in one transaction: one answer per request, in order,
-/// and the batch itself if its outcome stayed unknown.
-async fn commit_batch(
-    inner: &Inner,
-    batch: &[AppendRequest],
-) -> (Vec<Result<u64>>, Option<Unsettled>) {
+/// Commits `batch` in one transaction and answers each request, or, if
+/// the COMMIT's answer was lost, returns the batch to settle.
+async fn commit_batch(inner: &Inner, batch: Vec<AppendRequest>) -> Option<Unsettled> {
     let batch_id: i64 = random_batch_id();
     let started = std::time::Instant::now();
+    let fail = |batch: Vec<AppendRequest>, e: &WalError| {
+        lock(&inner.stats).errors += batch.len() as u64;
+        for request in batch {
+            let _ = request.done.send(Err(copy_error(e)));
+        }
+        None
+    };
     let mut client = match inner.client("appending").await {
         Ok(c) => c,
-        Err(e) => return (fail_all(inner, batch.len(), &e), None),
+        Err(e) => return fail(batch, &e),
     };
     let planned = inner
         .timed(
             "appending",
-            plan_and_send(&mut client, inner, batch, batch_id),
+            plan_and_send(&mut client, inner, &batch, batch_id),
         )
         .await;
     let planned = match planned {
         Ok(p) => p,
-        Err(e) => return (fail_all(inner, batch.len(), &e), None),
+        Err(e) => return fail(batch, &e),
     };
     let commit = client.execute("COMMIT", &[]);
     let lost = match tokio::time::timeout(inner.options.op_timeout, commit).await {
         Ok(Ok(_)) => None,
         // The server answered the COMMIT with an error: rolled back.
         Ok(Err(e)) if e.as_db_error().is_some() => {
-            let e = unavailable("committing an append")(e);
-            return (fail_all(inner, batch.len(), &e), None);
+            return fail(batch, &unavailable("committing an append")(e));
         }
         Ok(Err(e)) => Some(describe(&e)),
         Err(_) => Some(format!("no answer within {:?}", inner.options.op_timeout)),
@@ -149,23 +211,17 @@ async fn commit_batch(
     if let Some(why) = lost {
         // Never hand this connection out again: its COMMIT may still run.
         drop(deadpool_postgres::Object::take(client));
-        match resolve(inner, planned.last, planned.batch_id, why).await {
-            Ok(()) => {}
-            Err(e @ WalError::OutcomeUnknown { .. }) => {
-                let lsns = planned
-                    .answers
-                    .iter()
-                    .filter_map(|a| a.as_ref().ok().copied());
-                let unsettled = Unsettled {
-                    last: planned.last,
-                    batch_id: planned.batch_id,
-                    lsns: lsns.collect(),
-                    pause: Duration::from_millis(100),
-                };
-                return (fail_all(inner, batch.len(), &e), Some(unsettled));
-            }
-            Err(e) => return (fail_all(inner, batch.len(), &e), None),
-        }
+        let lsns = planned.answers.iter();
+        let lsns = lsns.filter_map(|a| a.as_ref().ok().copied()).collect();
+        return Some(Unsettled {
+            last: planned.last,
+            batch_id: planned.batch_id,
+            waiting: batch.into_iter().zip(planned.answers).collect(),
+            answer_by: tokio::time::Instant::now() + inner.options.resolve_for,
+            why,
+            lsns,
+            pause: Duration::from_millis(50),
+        });
     }
     inner.saw_committed(planned.last);
     let mut stats = lock(&inner.stats);
@@ -182,7 +238,10 @@ async fn commit_batch(
     stats.commit_seconds += started.elapsed().as_secs_f64();
     stats.bytes_held = planned.bytes;
     drop(stats);
-    (planned.answers, None)
+    for (request, answer) in batch.into_iter().zip(planned.answers) {
+        let _ = request.done.send(answer);
+    }
+    None
 }
 
 /// Inside an open transaction on `client`: locks the head, takes LSNs for
@@ -258,35 +317,6 @@ async fn plan_and_send(
     result
 }
 
-/// After a COMMIT whose answer was lost: asks, until `resolve_for` has
-/// passed, whether the batch landed. `Ok(())`: committed; `Err(e)`: not
-/// committed (`Unavailable`) or not known (`OutcomeUnknown`).
-async fn resolve(inner: &Inner, last: u64, batch_id: i64, why: String) -> Result<(), WalError> {
-    let deadline = tokio::time::Instant::now() + inner.options.resolve_for;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match look_up(inner, last, batch_id).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {
-                return Err(WalError::Unavailable {
-                    context: "committing an append".into(),
-                    reason: format!("{why}; the commit did not land"),
-                })
-            }
-            Err(e) if tokio::time::Instant::now() + pause > deadline => {
-                return Err(WalError::OutcomeUnknown {
-                    context: "committing an append".into(),
-                    reason: format!("{why}; then, asking whether it landed: {e}"),
-                });
-            }
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
 /// Whether the batch `batch_id`, whose last LSN was to be `last`, was
 /// committed. It first takes the head row's lock, so the transaction in
 /// question has ended (committed or rolled back) when it looks: another
@@ -320,11 +350,6 @@ async fn look_up(inner: &Inner, last: u64, batch_id: i64) -> Result<bool> {
             Ok(row.is_some_and(|r| r.get::<_, i64>(0) == batch_id))
         })
         .await
-}
-
-fn fail_all(inner: &Inner, n: usize, e: &WalError) -> Vec<Result<u64>> {
-    lock(&inner.stats).errors += n as u64;
-    (0..n).map(|_| Err(copy_error(e))).collect()
 }
 
 /// The same error for every request of a batch (the type is not `Clone`:

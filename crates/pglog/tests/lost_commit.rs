@@ -206,3 +206,54 @@ async fn a_lost_commit_while_postgres_stays_away_is_unknown_then_settled_before_
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_that_arrive_while_a_lost_commit_is_looked_up_are_refused_at_once_and_its_own_appender_waits_for_the_answer(
+) {
+    let pg = TestPostgres::start();
+    let proxy = Proxy::start(pg.port()).await;
+    let options = PgLogOptions {
+        resolve_for: Duration::from_secs(30),
+        ..options()
+    };
+    let log = PgLog::connect(&proxy.url, options).await.unwrap();
+    let mut orphans = log.take_orphans().expect("the orphans receiver");
+    proxy.arm(AtCommit::LandThenCut);
+    let appending = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(Bytes::from_static(b"landed")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    proxy.block(true);
+    // While the first batch's outcome is looked up (for up to 30 s), every
+    // other append is refused at once instead of queueing behind it.
+    for _ in 0..5 {
+        let t = Instant::now();
+        match log.append(Bytes::from_static(b"refused")).await {
+            Err(WalError::Unavailable { .. }) => {}
+            other => panic!("expected Unavailable while settling, got {other:?}"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!appending.is_finished(), "its own appender still waits");
+    proxy.block(false);
+    let answer = tokio::time::timeout(Duration::from_secs(10), appending)
+        .await
+        .expect("answered once PostgreSQL is back")
+        .unwrap();
+    assert_eq!(answer.unwrap(), 1, "acknowledged: it landed");
+    assert!(orphans.try_recv().is_err(), "no orphan: its appender knows");
+    assert_eq!(log.append(Bytes::from_static(b"after")).await.unwrap(), 2);
+    assert_eq!(
+        payloads(&pg.url("postgres")).await,
+        vec![
+            (1, Bytes::from_static(b"landed")),
+            (2, Bytes::from_static(b"after"))
+        ]
+    );
+}

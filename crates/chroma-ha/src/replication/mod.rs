@@ -239,6 +239,9 @@ async fn open_log(
         max_bytes: config.wal.max_bytes,
         max_record_bytes: max_record_bytes(config),
         op_timeout: config.connect_timeout.max(Duration::from_secs(1)),
+        // A write whose commit answer was lost waits for the lookup no
+        // longer than for a server to apply it.
+        resolve_for: write_timeout(config),
         ..pglog::PgLogOptions::default()
     };
     let log = pglog::PgLog::connect(url.expose(), options).await?;
@@ -250,6 +253,12 @@ async fn open_log(
     };
     tracing::info!(log = %describe_log(config), "the log is kept in PostgreSQL");
     Ok((ReplicationLog::Postgres(log), recovery, "postgres"))
+}
+
+/// How long a client's write waits for its outcome: a server's answer
+/// plus some slack for the log and the queue ahead of it.
+fn write_timeout(config: &Config) -> Duration {
+    config.request_timeout + Duration::from_secs(5)
 }
 
 /// Reads the refusals recorded after `from` (the lowest cursor). An error
@@ -376,7 +385,7 @@ impl Replicator {
                 .replication
                 .replay_rate_limit
                 .map(|r| Duration::from_secs_f64(1.0 / f64::from(r.get()))),
-            write_timeout: config.request_timeout + Duration::from_secs(5),
+            write_timeout: write_timeout(config),
             replica_ratio: config.reads.replica_ratio,
             consistency: config.reads.consistency,
             give_up_after: config.replication.give_up_after,
