@@ -29,7 +29,8 @@ pub struct CollectionEntry {
     /// Its latest name: the one the latest rename applied anywhere gave it
     /// (the one clients see).
     pub name: String,
-    /// Its name on each server, as far as that server has applied the log.
+    /// Its name on each server, as far as that server has applied the log
+    /// (a server yet to apply its create: the name it is created with).
     /// Absent in files written before names were kept per server.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub names: BTreeMap<String, String>,
@@ -125,9 +126,11 @@ impl Maps {
     }
 
     /// Adds a collection whose logical id is `physical` (a fresh UUID in
-    /// the unlikely case that id is taken) and returns that id.
+    /// the unlikely case that id is taken) and returns that id. Every
+    /// server is to know it by `name` until it applies a rename of it.
     fn insert_new(
         &mut self,
+        servers: &[String],
         physical: &str,
         tenant: &str,
         database: &str,
@@ -146,7 +149,10 @@ impl Maps {
                 tenant: tenant.to_string(),
                 database: database.to_string(),
                 name: name.to_string(),
-                names: BTreeMap::new(),
+                names: servers
+                    .iter()
+                    .map(|s| (s.clone(), name.to_string()))
+                    .collect(),
                 renamed_lsn: None,
                 created_lsn,
                 physical: BTreeMap::new(),
@@ -156,8 +162,18 @@ impl Maps {
         logical
     }
 
-    /// The newest collection named `name` on `server` that has no link
-    /// there yet and was not deleted there.
+    /// The collection that a collection named `name` found on `server`,
+    /// and not linked there, is a copy of: among the collections known by
+    /// that name on `server` that have no link there and were not deleted
+    /// there, the *oldest* (one adopted from outside the log first, else
+    /// the lowest creating LSN).
+    ///
+    /// Why the oldest: a server applies the log in order, and deletes a
+    /// name before it creates it again. Every unlinked, undeleted
+    /// collection of that name is one whose create the server has not
+    /// applied durably yet; the copy it holds can only come from the
+    /// earliest of them (its create in flight, or applied before a crash
+    /// lost the link). The later ones still wait behind that one's delete.
     fn find_unlinked_by_name(
         &self,
         tenant: &str,
@@ -169,7 +185,7 @@ impl Maps {
             .values()
             .filter(|c| c.tenant == tenant && c.database == database && c.name_on(server) == name)
             .filter(|c| !c.physical.contains_key(server) && !c.gone.contains(server))
-            .max_by_key(|c| c.created_lsn)
+            .min_by_key(|c| (c.created_lsn, c.logical.clone()))
             .map(|c| c.logical.clone())
     }
 }
@@ -288,7 +304,7 @@ impl IdMap {
         };
         let logical = match made_by_this_entry.or_else(adopted_meanwhile) {
             Some(logical) => logical,
-            None => maps.insert_new(physical, tenant, database, name, Some(lsn)),
+            None => maps.insert_new(&self.servers, physical, tenant, database, name, Some(lsn)),
         };
         if let Some(entry) = maps.by_logical.get_mut(&logical) {
             entry.created_lsn.get_or_insert(lsn);
@@ -299,10 +315,11 @@ impl IdMap {
         logical
     }
 
-    /// Adopts a collection found on `server` (not created through the log,
-    /// or created while the gateway had no record of it): links it to the
-    /// logical collection of the same (tenant, database, name) that has no
-    /// id on this server yet, or makes `physical` a new logical id.
+    /// Adopts a collection found on `server` by (tenant, database, name)
+    /// and returns its logical id: the one `physical` is linked to already,
+    /// else the collection it is a copy of (the oldest of that name with no
+    /// link there, see `find_unlinked_by_name`), else `physical` made a
+    /// new logical id (a collection made outside the gateway).
     pub fn adopt(
         &self,
         server: usize,
@@ -318,7 +335,7 @@ impl IdMap {
         let logical =
             match maps.find_unlinked_by_name(tenant, database, name, &self.servers[server]) {
                 Some(logical) => logical,
-                None => maps.insert_new(physical, tenant, database, name, None),
+                None => maps.insert_new(&self.servers, physical, tenant, database, name, None),
             };
         maps.link(server, &self.servers, &logical, physical, name);
         drop(maps);
@@ -340,13 +357,6 @@ impl IdMap {
         let maps = self.maps();
         let entry = maps.by_logical.get(logical)?;
         Some(entry.name_on(&self.servers[server]).to_string())
-    }
-
-    /// Links `logical` to `physical` on `server` (found there by `name`).
-    pub fn link(&self, server: usize, logical: &str, physical: &str, name: &str) {
-        self.maps()
-            .link(server, &self.servers, logical, physical, name);
-        self.changed();
     }
 
     /// `server` applied the delete entry `lsn` of the collection named
@@ -678,6 +688,49 @@ mod tests {
         assert!(!ids.is_gone_on(&y, 1), "the replica has yet to create `y`");
         assert_eq!(ids.learn_created(7, 1, "t", "d", "y", "R7"), y);
         assert_eq!(ids.physical(&y, 1).as_deref(), Some("R7"));
+    }
+
+    /// The primary creates `x` (LSN 10), deletes it (LSN 11) and creates
+    /// `x` again (LSN 12) while the replica lags; the replica holds `R1`,
+    /// its copy of the first `x`, that no link names yet.
+    fn a_name_reused_while_the_replica_lags(ids: &IdMap) -> (String, String) {
+        let first = ids.learn_created(10, 0, "t", "d", "x", "P1");
+        ids.forget(0, "t", "d", "x", 11);
+        let second = ids.learn_created(12, 0, "t", "d", "x", "P2");
+        (first, second)
+    }
+
+    #[test]
+    fn a_lagging_servers_copy_found_by_a_listing_before_its_create_was_learned_is_linked_to_the_first_collection_of_that_name_not_the_newest(
+    ) {
+        // A listing (a read, or adoption after a restart that lost the
+        // link) finds the replica's `x` before the applier learns it.
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let (first, second) = a_name_reused_while_the_replica_lags(&ids);
+        assert_eq!(ids.adopt(1, "t", "d", "x", "R1"), first);
+        assert_eq!(ids.learn_created(10, 1, "t", "d", "x", "R1"), first);
+        assert_eq!(ids.physical(&first, 1).as_deref(), Some("R1"));
+        assert_eq!(ids.physical(&second, 1), None, "not created there yet");
+        // The replica goes on: the delete, then the second create.
+        ids.forget(1, "t", "d", "x", 11);
+        assert!(ids.get(&first).is_none(), "deleted everywhere");
+        assert_eq!(ids.adopt(1, "t", "d", "x", "R2"), second);
+        assert_eq!(ids.learn_created(12, 1, "t", "d", "x", "R2"), second);
+        assert_eq!(ids.physical(&second, 1).as_deref(), Some("R2"));
+    }
+
+    #[test]
+    fn a_collection_renamed_before_a_lagging_server_created_it_is_still_found_there_by_the_name_it_was_created_with(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path());
+        let a = ids.learn_created(10, 0, "t", "d", "x", "P1");
+        ids.rename(&a, 0, "y", 11);
+        assert_eq!(ids.name_on(&a, 1).as_deref(), Some("x"));
+        assert_eq!(ids.adopt(1, "t", "d", "x", "R1"), a);
+        ids.rename(&a, 1, "y", 11);
+        assert_eq!(ids.name_on(&a, 1).as_deref(), Some("y"));
     }
 
     #[test]

@@ -35,7 +35,10 @@ impl Replicator {
     }
 
     /// Finds `logical`'s physical id on server `index` by the collection's
-    /// name, and remembers it.
+    /// name, and remembers it. The collection of that name there may be
+    /// the copy of an older collection of the same name whose create the
+    /// server applied first (see `IdMap::adopt`): then that one is linked,
+    /// and `logical` is not there yet.
     pub(super) async fn resolve(&self, index: usize, logical: &str) -> Option<String> {
         let entry = self.idmap.get(logical)?;
         if self.idmap.is_gone_on(logical, index) {
@@ -47,9 +50,11 @@ impl Replicator {
             .get_by_name(index, &entry.tenant, &entry.database, &name)
             .await?;
         let info = collection_info(&response.body)?;
-        self.idmap.link(index, logical, &info.id, &info.name);
+        let linked = self
+            .idmap
+            .adopt(index, &entry.tenant, &entry.database, &info.name, &info.id);
         self.persist_idmap().await;
-        Some(info.id)
+        (linked == logical).then_some(info.id)
     }
 
     pub(super) async fn get_by_name(
