@@ -294,7 +294,7 @@ async fn time_a_server_spends_unhealthy_does_not_count_toward_giving_up() {
         (tries.len() >= 5).then(|| tries[0].instant)
     })
     .await;
-    rep.set_draining(1, true).unwrap();
+    rep.set_draining(1, true).await.unwrap();
     let drained_at = Instant::now();
     let failing_before = drained_at.duration_since(first);
     assert!(
@@ -306,7 +306,7 @@ async fn time_a_server_spends_unhealthy_does_not_count_toward_giving_up() {
         rep.dead_letters().list().is_empty(),
         "given up while the server was out of service"
     );
-    rep.set_draining(1, false).unwrap();
+    rep.set_draining(1, false).await.unwrap();
     let back_at = Instant::now();
     let letter = wait_until("a dead letter", GIVE_UP_AFTER * 10, || {
         rep.dead_letters().list().into_iter().next()

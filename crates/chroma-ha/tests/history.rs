@@ -259,7 +259,14 @@ fn fault(c: &mut Cluster, rng: &mut StdRng, t0: Instant) -> String {
 /// With `log_url`, the gateway keeps its log in that PostgreSQL database.
 fn run(seed: u64, rounds: usize, calm: Duration, log_url: Option<&str>) -> Run {
     let t0 = Instant::now();
-    let mut env = vec![("CHROMA_HA_WAL_SEGMENT_BYTES", SEGMENT)];
+    let mut env = vec![
+        ("CHROMA_HA_WAL_SEGMENT_BYTES", SEGMENT),
+        // Every id-map decision in the gateway's log, to diagnose a failure.
+        (
+            "RUST_LOG",
+            "info,chroma_ha::replication::idmap=debug,chroma_ha::replication::ids=debug",
+        ),
+    ];
     if let Some(url) = log_url {
         env.push(("CHROMA_HA_LOG_URL", url));
     }

@@ -17,16 +17,17 @@
 //! - An append that fails before its commit was sent leaves nothing:
 //!   [`wal::WalError::Unavailable`]. One whose commit was sent and not
 //!   answered is looked up again by its batch id until its outcome is
-//!   known; only if PostgreSQL stays out of reach for `resolve_for` does
-//!   it fail with [`wal::WalError::OutcomeUnknown`]. The log then goes on
-//!   asking, refusing new appends meanwhile, so that no other append can
-//!   be given those LSNs; a batch that landed after all is reported by
-//!   [`PgLog::take_orphans`] (its records are in the log, and no caller
-//!   holds their LSNs).
+//!   known. From the moment the answer is lost, every other append is
+//!   refused at once (`Unavailable`) until it is known, so that no other
+//!   append can be given those LSNs; the batch's own appenders wait for
+//!   the answer up to `resolve_for`, then fail with
+//!   [`wal::WalError::OutcomeUnknown`]. A batch that turns out to have
+//!   landed after that is reported by [`PgLog::take_orphans`] (its records
+//!   are in the log, and no caller holds their LSNs).
 //! - Past `max_bytes` of payload held, appends fail with `LogFull`;
 //!   `append_uncapped` is exempt.
 //!
-//! ## Tables (schema version 2)
+//! ## Tables (schema version 3)
 //!
 //! ```text
 //! chroma_ha_schema       (version int)                  applied migrations
@@ -34,6 +35,7 @@
 //! chroma_ha_log_entries  (lsn bigint primary key, batch bigint, payload bytea)
 //! chroma_ha_log_cursors  (name text primary key, lsn bigint)
 //! chroma_ha_leader       (id = 1, holder, address, epoch, expires_at, renewed_at)
+//! chroma_ha_state        (key text primary key, value bytea, epoch, updated_at)
 //! ```
 //!
 //! The leader lease and its fencing rules are in [`lease`].
@@ -53,7 +55,7 @@
 //! Migrations are in the binary and run at [`PgLog::connect`], under an
 //! advisory lock, so processes starting together apply each one once. A
 //! process refuses a database whose schema is newer than it knows
-//! ([`ConnectError::SchemaTooNew`]).
+//! ([`ConnectError::Schema`] with [`schema::SchemaError::TooNew`]).
 //!
 //! ## Layout of the crate
 //!
@@ -61,6 +63,7 @@
 //! - [`lease`]: the leader lease, epochs and fencing.
 //! - [`log`]: [`PgLog`]: connect, append, cursors.
 //! - `writer`: group commit, and settling commits whose answer was lost.
+//! - [`state`]: shared state documents, replaced whole and fenced.
 //! - [`reader`]: [`PgReader`], in-order reads and tailing (by polling,
 //!   woken at once by this process's own appends).
 //! - [`testing`]: a throwaway PostgreSQL cluster for tests and benchmarks.
@@ -69,6 +72,7 @@ pub mod lease;
 pub mod log;
 pub mod reader;
 pub mod schema;
+pub mod state;
 pub mod testing;
 mod writer;
 

@@ -93,6 +93,14 @@ pub struct PgLog {
     pub(crate) inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for PgLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLog")
+            .field("last_lsn", &*self.inner.last.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
     pub(crate) options: PgLogOptions,

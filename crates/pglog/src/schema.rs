@@ -3,7 +3,7 @@
 use tokio_postgres::Client;
 
 /// The schema version this build writes and understands.
-pub const LATEST: i32 = 2;
+pub const LATEST: i32 = 3;
 
 /// An arbitrary key for `pg_advisory_xact_lock`: processes that connect at
 /// the same moment migrate one after the other.
@@ -38,6 +38,13 @@ const MIGRATIONS: &[&str] = &[
          renewed_at timestamptz
      );
      INSERT INTO chroma_ha_leader VALUES (1, NULL, NULL, 0, NULL, NULL);",
+    // 3: shared state documents (applied state, id map, operator flags).
+    "CREATE TABLE chroma_ha_state (
+         key text PRIMARY KEY,
+         value bytea NOT NULL,
+         epoch bigint NOT NULL,
+         updated_at timestamptz NOT NULL DEFAULT now()
+     );",
 ];
 
 /// What [`migrate`] found wrong.

@@ -148,11 +148,11 @@ async fn server_action(
     };
     let backend = &app.rep.backends().all()[index];
     let saved = match action.as_str() {
-        "pause" => app.rep.set_paused(index, true),
-        "resume" => app.rep.set_paused(index, false),
-        "drain" => app.rep.set_draining(index, true),
-        "undrain" => app.rep.set_draining(index, false),
-        "complete" => app.rep.set_incomplete(index, false),
+        "pause" => app.rep.set_paused(index, true).await,
+        "resume" => app.rep.set_paused(index, false).await,
+        "drain" => app.rep.set_draining(index, true).await,
+        "undrain" => app.rep.set_draining(index, false).await,
+        "complete" => app.rep.set_incomplete(index, false).await,
         other => {
             return error_response(&GatewayError::not_found(format!(
                 "unknown action {other}: use pause, resume, drain, undrain or complete"

@@ -9,8 +9,8 @@
 //! entry of each conflict chain, whose single repeat is harmless
 //! (docs/ARCHITECTURE.md, "Repeats").
 //!
-//! On disk: one JSON file, `DATA_DIR/applied.json`, replaced atomically
-//! (see [`state_file`](super::state_file)):
+//! Stored as one document, `applied` (see [`state_store`]: with the file
+//! log, `DATA_DIR/applied.json`, replaced atomically):
 //!
 //! ```text
 //! {"version": 1, "servers": {"primary": {"cursor": 41, "applied": [43, 44]}}}
@@ -21,10 +21,10 @@
 //! so one write and its fsyncs cover every server with something pending.
 //! The set above a cursor is bounded by the applier's window.
 
-use super::state_file::{self, StateFileError};
+use super::state_file::StateFileError;
+use super::state_store::{self, StateStore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The format version this binary writes and reads.
 const VERSION: u32 = 1;
+/// The document's name in the [`StateStore`].
+const KEY: state_store::Key = "applied";
 
 /// What one server has applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +45,7 @@ pub struct AppliedState {
     pub above: BTreeSet<u64>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
     servers: BTreeMap<String, AppliedState>,
@@ -91,30 +93,30 @@ pub enum AppliedLoadError {
     #[error(transparent)]
     File(#[from] StateFileError),
     /// Written by a newer version.
-    #[error("{path} has format version {found}; this gateway reads version {VERSION}")]
+    #[error("{place} has format version {found}; this gateway reads version {VERSION}")]
     Version {
-        /// The file.
-        path: PathBuf,
+        /// Where it is kept.
+        place: String,
         /// The version found.
         found: u32,
     },
 }
 
 impl AppliedLog {
-    /// Reads `path` (an empty record if it does not exist), keeps only the
-    /// servers in `servers`, and starts the committer task. Must be called
-    /// inside a Tokio runtime.
-    pub fn open(
-        path: PathBuf,
+    /// Reads the record from `store` (an empty one if it was never
+    /// stored), keeps only the servers in `servers`, and starts the
+    /// committer task.
+    pub async fn open(
+        store: StateStore,
         servers: &[String],
     ) -> Result<(AppliedLog, BTreeMap<String, AppliedState>), AppliedLoadError> {
-        let mut file: FileFormat = state_file::load(&path)?.unwrap_or(FileFormat {
+        let mut file: FileFormat = store.load(KEY).await?.unwrap_or(FileFormat {
             version: VERSION,
             servers: BTreeMap::new(),
         });
         if file.version > VERSION {
             return Err(AppliedLoadError::Version {
-                path,
+                place: store.describe(KEY),
                 found: file.version,
             });
         }
@@ -123,7 +125,7 @@ impl AppliedLog {
         let initial = file.servers.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(AppliedStats::default());
-        tokio::spawn(commit_loop(path, file, rx, stats.clone()));
+        tokio::spawn(commit_loop(store, file, rx, stats.clone()));
         Ok((AppliedLog { tx, stats }, initial))
     }
 
@@ -155,7 +157,7 @@ impl AppliedLog {
 }
 
 async fn commit_loop(
-    path: PathBuf,
+    store: StateStore,
     mut file: FileFormat,
     mut rx: mpsc::UnboundedReceiver<Request>,
     stats: Arc<AppliedStats>,
@@ -174,7 +176,7 @@ async fn commit_loop(
             servers: file.servers.clone(),
         };
         let started = Instant::now();
-        let result = store(&path, snapshot).await;
+        let result = store.store(KEY, snapshot).await.map_err(|e| e.to_string());
         stats
             .micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -191,14 +193,6 @@ async fn commit_loop(
     }
 }
 
-async fn store(path: &Path, snapshot: FileFormat) -> Result<(), String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || state_file::store(&path, &snapshot))
-        .await
-        .map_err(|e| format!("the applied-state write task failed: {e}"))?
-        .map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,9 +200,9 @@ mod tests {
     #[tokio::test]
     async fn a_recorded_state_is_read_back_after_a_restart_and_unknown_servers_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("applied.json");
+        let store = StateStore::Files(dir.path().to_path_buf());
         let names = vec!["a".to_string(), "b".to_string()];
-        let (log, initial) = AppliedLog::open(path.clone(), &names).unwrap();
+        let (log, initial) = AppliedLog::open(store.clone(), &names).await.unwrap();
         assert!(initial.is_empty());
         let a = AppliedState {
             cursor: 7,
@@ -222,10 +216,10 @@ mod tests {
         ra.await.unwrap().unwrap();
         rb.await.unwrap().unwrap();
         assert!(log.stats().commits.load(Ordering::Relaxed) >= 1);
-        let (_, again) = AppliedLog::open(path.clone(), &names).unwrap();
+        let (_, again) = AppliedLog::open(store.clone(), &names).await.unwrap();
         assert_eq!(again.get("a"), Some(&a));
         assert_eq!(again.get("b"), Some(&b));
-        let (_, only_a) = AppliedLog::open(path, &names[..1]).unwrap();
+        let (_, only_a) = AppliedLog::open(store, &names[..1]).await.unwrap();
         assert_eq!(only_a.len(), 1);
     }
 
@@ -234,7 +228,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("applied.json");
         std::fs::write(&path, br#"{"version": 99, "servers": {}}"#).unwrap();
-        let err = AppliedLog::open(path, &[]).unwrap_err();
+        let store = StateStore::Files(dir.path().to_path_buf());
+        let err = AppliedLog::open(store, &[]).await.unwrap_err();
         assert!(err.to_string().contains("version 99"), "{err}");
     }
 }

@@ -40,7 +40,11 @@ pub(super) async fn execute(
     let class = backend.health().observe(&result);
     match (result, class) {
         (Ok(response), AttemptClass::Answer) if response.status.is_success() => {
-            let response = rep.learn(index, lsn, work, response, false).await;
+            // A fresh answer (not "already done") is learned from itself.
+            let response = match rep.learn(index, lsn, work, response.clone(), false).await {
+                Ok(learned) => learned,
+                Err(_) => response,
+            };
             rep.progress[index].count_applied(false);
             let response = rep.to_client(index, work, response);
             // Committed and answered in one step: between the two, another
@@ -176,7 +180,18 @@ pub(super) async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: 
         match (outcome, result) {
             (ReplayOutcome::Applied | ReplayOutcome::AlreadyDone, Ok(response)) => {
                 let already = outcome == ReplayOutcome::AlreadyDone;
-                let response = rep.learn(index, lsn, work, response, already).await;
+                let response = match rep.learn(index, lsn, work, response, already).await {
+                    Ok(response) => response,
+                    Err(why) => {
+                        progress.count_retry(why.clone());
+                        let delay =
+                            backoff(rep.settings.retry_base, rep.settings.retry_cap, attempt);
+                        attempt = attempt.saturating_add(1);
+                        tracing::warn!(server = backend.name(), lsn, reason = %why, ?delay, "trying the entry again");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                };
                 progress.count_applied(true);
                 if rep.ledger.has_waiter(lsn) {
                     // A waiting client's execution ended in doubt. "Already

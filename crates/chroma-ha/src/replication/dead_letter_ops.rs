@@ -384,7 +384,8 @@ impl Replicator {
             crate::chroma::ReplayOutcome::Applied | crate::chroma::ReplayOutcome::AlreadyDone => {
                 let already = outcome == crate::chroma::ReplayOutcome::AlreadyDone;
                 self.learn(index, letter.lsn, &work, response, already)
-                    .await;
+                    .await
+                    .map_err(GatewayError::service_unavailable)?;
                 self.dead_letters
                     .remove(id)
                     .await

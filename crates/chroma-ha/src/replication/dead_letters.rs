@@ -3,23 +3,28 @@
 //! one, or skips one (admin API).
 //!
 //! Durable in `DATA_DIR/dead_letters/`, one metadata file and one record
-//! file per letter (see `files`), so adding or removing a letter writes
-//! only that letter. The metadata of every letter is kept in memory; a
-//! letter's record bytes are read from its file when needed. The list holds
+//! file per letter (see `files`), or, with the PostgreSQL log, as the same
+//! two documents per letter in its database (see `shared`), so adding or
+//! removing a letter writes only that letter. The metadata of every letter
+//! is kept in memory; a letter's record bytes are read when needed. The list holds
 //! at most `max` letters: [`DeadLetters::add`] refuses past that
 //! ([`DeadLetterError::Full`]) rather than dropping anything.
 
 mod files;
+mod shared;
+mod store;
 
 use crate::chroma::WriteFootprint;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
+use store::LetterStore;
 use tokio::sync::Notify;
 
 pub use super::state_file::StateFileError;
+use super::state_store::StateStore;
 
 /// One divergent entry on one server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,31 +102,16 @@ impl Index {
     }
 }
 
-/// The durable, bounded list. Every change is on disk when its call
+/// The durable, bounded list. Every change is durable when its call
 /// returns; file I/O runs on blocking threads, and changes are made one at
 /// a time.
 #[derive(Debug)]
 pub struct DeadLetters {
-    dir: PathBuf,
+    store: LetterStore,
     max: usize,
     index: Mutex<Index>,
     writes: tokio::sync::Mutex<()>,
     room: Notify,
-}
-
-/// Runs blocking file work off the runtime's threads.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    dir: &Path,
-    work: impl FnOnce() -> Result<T, StateFileError> + Send + 'static,
-) -> Result<T, StateFileError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(StateFileError::Io {
-            context: what,
-            path: dir.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })
-    })
 }
 
 impl DeadLetters {
@@ -129,11 +119,14 @@ impl DeadLetters {
     /// old `DATA_DIR/dead_letters.json` (which is then removed). Holds at
     /// most `max` letters (letters already stored beyond it are kept).
     pub async fn open(data_dir: &Path, max: usize) -> Result<Self, StateFileError> {
-        let root = data_dir.to_path_buf();
-        let loaded = blocking("loading dead letters in", data_dir, move || {
-            files::load(&root)
-        })
-        .await?;
+        Self::open_in(&StateStore::Files(data_dir.to_path_buf()), max).await
+    }
+
+    /// Loads the letters kept with `state` (see the module documentation);
+    /// holds at most `max` letters.
+    pub async fn open_in(state: &StateStore, max: usize) -> Result<Self, StateFileError> {
+        let store = LetterStore::for_state(state);
+        let loaded = store.load().await?;
         let mut index = Index {
             next_id: loaded.next_id,
             ..Index::default()
@@ -149,7 +142,7 @@ impl DeadLetters {
             );
         }
         Ok(DeadLetters {
-            dir: data_dir.join(files::DIR),
+            store,
             max: max.max(1),
             index: Mutex::new(index),
             writes: tokio::sync::Mutex::new(()),
@@ -194,11 +187,7 @@ impl DeadLetters {
             letter: letter.clone(),
             footprint: footprint.as_ref().map(files::StoredFootprint::from),
         };
-        let dir = self.dir.clone();
-        blocking("storing a dead letter in", &self.dir, move || {
-            files::store_new(&dir, &stored, &record)
-        })
-        .await?;
+        self.store.store_new(stored, record).await?;
         let id = letter.id;
         self.index().insert(letter, footprint);
         Ok(id)
@@ -217,21 +206,12 @@ impl DeadLetters {
     /// cannot be read), oldest first.
     pub async fn list_with_records(&self) -> Vec<(DeadLetter, Option<Bytes>)> {
         let letters = self.list();
-        let dir = self.dir.clone();
-        let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
-        let records = blocking("reading dead letters in", &self.dir, move || {
-            Ok(ids
-                .iter()
-                .map(|id| files::read_record(&dir, *id).ok())
-                .collect::<Vec<_>>())
-        })
-        .await
-        .unwrap_or_default();
-        let mut records = records.into_iter();
-        letters
-            .into_iter()
-            .map(|l| (l, records.next().flatten()))
-            .collect()
+        let mut out = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let record = self.store.read_record(letter.id).await.ok();
+            out.push((letter, record));
+        }
+        out
     }
 
     /// One dead letter.
@@ -257,11 +237,7 @@ impl DeadLetters {
 
     /// Dead letter `id`'s log record, read from its file.
     pub async fn record(&self, id: u64) -> Result<Bytes, StateFileError> {
-        let dir = self.dir.clone();
-        blocking("reading a dead letter in", &self.dir, move || {
-            files::read_record(&dir, id)
-        })
-        .await
+        self.store.read_record(id).await
     }
 
     /// Removes a dead letter (resolved or skipped) from disk and the list.
@@ -276,11 +252,7 @@ impl DeadLetters {
             let highest = index.letters.keys().next_back().copied();
             (highest == Some(id)).then_some(index.next_id)
         };
-        let dir = self.dir.clone();
-        blocking("removing a dead letter in", &self.dir, move || {
-            files::delete(&dir, id, high_water)
-        })
-        .await?;
+        self.store.delete(id, high_water).await?;
         let removed = {
             let mut index = self.index();
             let removed = index.letters.remove(&id);
@@ -326,12 +298,8 @@ impl DeadLetters {
                 footprint: d.footprint.as_ref().map(files::StoredFootprint::from),
             }
         };
-        let dir = self.dir.clone();
         let letter = stored.letter.clone();
-        blocking("storing a dead letter in", &self.dir, move || {
-            files::store_meta(&dir, &stored)
-        })
-        .await?;
+        self.store.store_meta(stored).await?;
         if let Some(d) = self.index().letters.get_mut(&id) {
             d.letter = letter;
         }

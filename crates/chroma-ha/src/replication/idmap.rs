@@ -1,7 +1,8 @@
 //! Logical collection ids. Chroma gives the same collection a different id
 //! on every server; clients see one id, the *logical* id: the id from the
 //! server that executed the create. This map links each logical id to the
-//! physical id on every server, is kept durable in `collections.json`, and
+//! physical id on every server, is kept durable as the `collections`
+//! document of the [`StateStore`] (`collections.json` with the file log), and
 //! adopts collections found on the servers by (tenant, database, name).
 //!
 //! Names are kept per server: each server applies the log in order, so a
@@ -10,10 +11,10 @@
 //! collection by name (a delete, a resolution, an adoption) on a server
 //! means the collection that has the name *on that server*.
 
-use super::state_file::{self, StateFileError};
+use super::state_file::StateFileError;
+use super::state_store::{self, StateStore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -63,6 +64,9 @@ struct FileFormat {
     collections: Vec<CollectionEntry>,
 }
 
+/// The document's name in the [`StateStore`].
+const KEY: state_store::Key = "collections";
+
 #[derive(Debug, Default)]
 struct Maps {
     by_logical: HashMap<String, CollectionEntry>,
@@ -74,7 +78,7 @@ struct Maps {
 /// [`IdMap::persist`] returns.
 #[derive(Debug)]
 pub struct IdMap {
-    path: PathBuf,
+    store: StateStore,
     servers: Vec<String>,
     maps: Mutex<Maps>,
     generation: AtomicU64,
@@ -191,11 +195,11 @@ impl Maps {
 }
 
 impl IdMap {
-    /// Loads the map from `path` (empty if the file does not exist) for the
+    /// Loads the map from `store` (empty if it was never stored) for the
     /// servers named in priority order. Links to servers no longer
-    /// configured are kept in the file but not used.
-    pub fn load(path: PathBuf, servers: Vec<String>) -> Result<Self, StateFileError> {
-        let file: FileFormat = state_file::load(&path)?.unwrap_or_default();
+    /// configured are kept but not used.
+    pub async fn load(store: StateStore, servers: Vec<String>) -> Result<Self, StateFileError> {
+        let file: FileFormat = store.load(KEY).await?.unwrap_or_default();
         let mut maps = Maps {
             by_logical: HashMap::new(),
             by_physical: vec![HashMap::new(); servers.len()],
@@ -218,7 +222,7 @@ impl IdMap {
             maps.by_logical.insert(entry.logical.clone(), entry);
         }
         Ok(IdMap {
-            path,
+            store,
             servers,
             maps: Mutex::new(maps),
             generation: AtomicU64::new(0),
@@ -302,10 +306,13 @@ impl IdMap {
                 })
                 .map(|c| c.logical.clone())
         };
-        let logical = match made_by_this_entry.or_else(adopted_meanwhile) {
+        let found = made_by_this_entry.or_else(adopted_meanwhile);
+        let new = found.is_none();
+        let logical = match found {
             Some(logical) => logical,
             None => maps.insert_new(&self.servers, physical, tenant, database, name, Some(lsn)),
         };
+        tracing::debug!(server = %server_name, lsn, %database, %name, %physical, %logical, new, "id map: create linked");
         if let Some(entry) = maps.by_logical.get_mut(&logical) {
             entry.created_lsn.get_or_insert(lsn);
         }
@@ -332,11 +339,13 @@ impl IdMap {
         if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
             return logical;
         }
-        let logical =
-            match maps.find_unlinked_by_name(tenant, database, name, &self.servers[server]) {
-                Some(logical) => logical,
-                None => maps.insert_new(&self.servers, physical, tenant, database, name, None),
-            };
+        let found = maps.find_unlinked_by_name(tenant, database, name, &self.servers[server]);
+        let new = found.is_none();
+        let logical = match found {
+            Some(logical) => logical,
+            None => maps.insert_new(&self.servers, physical, tenant, database, name, None),
+        };
+        tracing::debug!(server = %self.servers[server], %database, %name, %physical, %logical, new, "id map: adopted by name");
         maps.link(server, &self.servers, &logical, physical, name);
         drop(maps);
         self.changed();
@@ -385,6 +394,7 @@ impl IdMap {
                 .map(|c| c.logical.clone())
                 .collect(),
         };
+        tracing::debug!(server = %server_name, lsn, %database, %name, ?doomed, "id map: collection delete applied");
         if doomed.is_empty() {
             return;
         }
@@ -407,6 +417,7 @@ impl IdMap {
             .filter(|c| c.tenant == tenant && c.database == database && created_before(c, lsn))
             .map(|c| c.logical.clone())
             .collect();
+        tracing::debug!(server = %self.servers[server], lsn, %database, ?doomed, "id map: database delete applied");
         for logical in doomed {
             maps.unlink(server, &self.servers, &logical);
         }
@@ -451,14 +462,7 @@ impl IdMap {
         let mut collections: Vec<CollectionEntry> =
             self.maps().by_logical.values().cloned().collect();
         collections.sort_by(|a, b| a.logical.cmp(&b.logical));
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || state_file::store(&path, &FileFormat { collections }))
-            .await
-            .map_err(|e| StateFileError::Io {
-                context: "writing",
-                path: self.path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        self.store.store(KEY, FileFormat { collections }).await?;
         *persisted = generation;
         Ok(())
     }
@@ -474,18 +478,17 @@ fn created_before(entry: &CollectionEntry, lsn: u64) -> bool {
 mod tests {
     use super::*;
 
-    fn map(dir: &std::path::Path) -> IdMap {
-        IdMap::load(
-            dir.join("collections.json"),
-            vec!["primary".into(), "replica".into()],
-        )
-        .unwrap()
+    async fn map(dir: &std::path::Path) -> IdMap {
+        let store = StateStore::Files(dir.to_path_buf());
+        IdMap::load(store, vec!["primary".into(), "replica".into()])
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
     async fn the_executor_names_the_logical_id_and_replicas_link_to_it() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let logical = ids.learn_created(7, 1, "t", "d", "docs", "R1");
         assert_eq!(logical, "R1", "the replica executed the create");
         assert_eq!(ids.learn_created(7, 0, "t", "d", "docs", "P1"), "R1");
@@ -494,7 +497,7 @@ mod tests {
         // Replaying the create is harmless.
         assert_eq!(ids.learn_created(7, 0, "t", "d", "docs", "P1"), "R1");
         ids.persist().await.unwrap();
-        let again = map(dir.path());
+        let again = map(dir.path()).await;
         assert_eq!(again.physical("R1", 0).as_deref(), Some("P1"));
         assert_eq!(again.physical("R1", 1).as_deref(), Some("R1"));
     }
@@ -502,7 +505,7 @@ mod tests {
     #[tokio::test]
     async fn a_collection_deleted_on_one_server_is_never_matched_by_name_there_again() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let old = ids.learn_created(1, 0, "t", "d", "taken", "P1");
         ids.learn_created(1, 1, "t", "d", "taken", "R1");
         ids.forget(0, "t", "d", "taken", 100);
@@ -516,13 +519,16 @@ mod tests {
         assert_ne!(new, old);
         assert_eq!(ids.physical(&old, 0), None);
         ids.persist().await.unwrap();
-        assert!(map(dir.path()).is_gone_on(&old, 0), "kept across restarts");
+        assert!(
+            map(dir.path()).await.is_gone_on(&old, 0),
+            "kept across restarts"
+        );
     }
 
-    #[test]
-    fn adoption_links_by_name_and_a_recreated_name_gets_a_new_id() {
+    #[tokio::test]
+    async fn adoption_links_by_name_and_a_recreated_name_gets_a_new_id() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let a = ids.adopt(0, "t", "d", "old", "P9");
         assert_eq!(ids.adopt(1, "t", "d", "old", "R9"), a);
         ids.forget(0, "t", "d", "old", 100);
@@ -533,10 +539,10 @@ mod tests {
         assert_eq!(ids.learn_created(20, 1, "t", "d", "old", "R10"), b);
     }
 
-    #[test]
-    fn a_reset_forgets_one_server_only() {
+    #[tokio::test]
+    async fn a_reset_forgets_one_server_only() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let a = ids.learn_created(1, 0, "t", "d", "x", "P1");
         ids.learn_created(1, 1, "t", "d", "x", "R1");
         ids.forget_server(0);
@@ -558,11 +564,11 @@ mod tests {
         (a, b)
     }
 
-    #[test]
-    fn a_lagging_servers_delete_by_name_unlinks_the_collection_that_had_the_name_on_that_server_not_the_one_renamed_into_it(
+    #[tokio::test]
+    async fn a_lagging_servers_delete_by_name_unlinks_the_collection_that_had_the_name_on_that_server_not_the_one_renamed_into_it(
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         // Which entry a name-keyed lookup finds depends on hash-map order:
         // enough rounds that a wrong pick cannot pass by luck.
         for round in 0..32 {
@@ -585,10 +591,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_lagging_server_resolves_a_collection_by_the_name_it_has_on_that_server() {
+    #[tokio::test]
+    async fn a_lagging_server_resolves_a_collection_by_the_name_it_has_on_that_server() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let (_, b) = primary_reuses_a_deleted_name(&ids, "old", "new");
         assert_eq!(ids.get(&b).unwrap().name, "old", "clients see the new name");
         assert_eq!(ids.name_on(&b, 0).as_deref(), Some("old"));
@@ -599,10 +605,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_lagging_server_applying_an_earlier_rename_does_not_bring_back_an_older_latest_name() {
+    #[tokio::test]
+    async fn a_lagging_server_applying_an_earlier_rename_does_not_bring_back_an_older_latest_name()
+    {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let a = ids.learn_created(1, 0, "t", "d", "first", "P1");
         ids.learn_created(1, 1, "t", "d", "first", "R1");
         ids.rename(&a, 0, "second", 5);
@@ -617,12 +624,12 @@ mod tests {
     #[tokio::test]
     async fn per_server_names_survive_a_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let (a, b) = primary_reuses_a_deleted_name(&ids, "old", "new");
         ids.persist().await.unwrap();
         drop(ids);
         for _ in 0..16 {
-            let again = map(dir.path());
+            let again = map(dir.path()).await;
             assert_eq!(again.name_on(&b, 1).as_deref(), Some("new"));
             assert_eq!(again.name_on(&b, 0).as_deref(), Some("old"));
             again.forget(1, "t", "d", "old", 100);
@@ -631,13 +638,13 @@ mod tests {
             // Reloaded again from the same file: `again` is not persisted.
         }
         // And the latest rename's LSN survives too.
-        let again = map(dir.path());
+        let again = map(dir.path()).await;
         again.rename(&b, 1, "earlier", 3);
         assert_eq!(again.get(&b).unwrap().name, "old");
     }
 
-    #[test]
-    fn a_file_without_per_server_names_gives_each_linked_server_the_latest_name() {
+    #[tokio::test]
+    async fn a_file_without_per_server_names_gives_each_linked_server_the_latest_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("collections.json");
         let old_format = serde_json::json!({"collections": [{
@@ -645,7 +652,7 @@ mod tests {
             "created_lsn": 1, "physical": {"primary": "P1", "replica": "R1"}
         }]});
         std::fs::write(&path, serde_json::to_vec(&old_format).unwrap()).unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         assert_eq!(ids.name_on("P1", 1).as_deref(), Some("docs"));
         // A rename on the primary does not move the replica's name.
         ids.rename("P1", 0, "renamed", 9);
@@ -654,11 +661,11 @@ mod tests {
         assert_eq!(ids.physical("P1", 1), None);
     }
 
-    #[test]
-    fn a_collection_deleted_on_its_executor_before_a_lagging_server_applied_its_create_still_gets_linked_there(
+    #[tokio::test]
+    async fn a_collection_deleted_on_its_executor_before_a_lagging_server_applied_its_create_still_gets_linked_there(
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         // The primary creates `col0` (LSN 337) and deletes it (LSN 341)
         // before the replica has applied the create.
         let a = ids.learn_created(337, 0, "t", "d", "col0", "P1");
@@ -673,10 +680,10 @@ mod tests {
         assert!(ids.get(&a).is_none(), "deleted everywhere: dropped");
     }
 
-    #[test]
-    fn a_lagging_servers_database_delete_leaves_the_collections_created_after_it_alone() {
+    #[tokio::test]
+    async fn a_lagging_servers_database_delete_leaves_the_collections_created_after_it_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let x = ids.learn_created(1, 0, "t", "d", "x", "P1");
         ids.learn_created(1, 1, "t", "d", "x", "R1");
         // The primary deletes the database (LSN 5), makes it again and
@@ -700,13 +707,13 @@ mod tests {
         (first, second)
     }
 
-    #[test]
-    fn a_lagging_servers_copy_found_by_a_listing_before_its_create_was_learned_is_linked_to_the_first_collection_of_that_name_not_the_newest(
+    #[tokio::test]
+    async fn a_lagging_servers_copy_found_by_a_listing_before_its_create_was_learned_is_linked_to_the_first_collection_of_that_name_not_the_newest(
     ) {
         // A listing (a read, or adoption after a restart that lost the
         // link) finds the replica's `x` before the applier learns it.
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let (first, second) = a_name_reused_while_the_replica_lags(&ids);
         assert_eq!(ids.adopt(1, "t", "d", "x", "R1"), first);
         assert_eq!(ids.learn_created(10, 1, "t", "d", "x", "R1"), first);
@@ -720,11 +727,11 @@ mod tests {
         assert_eq!(ids.physical(&second, 1).as_deref(), Some("R2"));
     }
 
-    #[test]
-    fn a_collection_renamed_before_a_lagging_server_created_it_is_still_found_there_by_the_name_it_was_created_with(
+    #[tokio::test]
+    async fn a_collection_renamed_before_a_lagging_server_created_it_is_still_found_there_by_the_name_it_was_created_with(
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         let a = ids.learn_created(10, 0, "t", "d", "x", "P1");
         ids.rename(&a, 0, "y", 11);
         assert_eq!(ids.name_on(&a, 1).as_deref(), Some("x"));
@@ -733,10 +740,10 @@ mod tests {
         assert_eq!(ids.name_on(&a, 1).as_deref(), Some("y"));
     }
 
-    #[test]
-    fn a_delete_by_name_on_a_server_that_never_had_the_collection_lets_it_be_dropped() {
+    #[tokio::test]
+    async fn a_delete_by_name_on_a_server_that_never_had_the_collection_lets_it_be_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = map(dir.path());
+        let ids = map(dir.path()).await;
         // Adopted on the primary only (made before the gateway).
         let a = ids.adopt(0, "t", "d", "only", "P1");
         ids.forget(0, "t", "d", "only", 9);

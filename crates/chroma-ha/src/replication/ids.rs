@@ -90,7 +90,10 @@ impl Replicator {
 
     /// Updates the id map after server `index` applied `work` (or found it
     /// already done), and returns the answer to give a client: for "already
-    /// done" answers, the answer the write would have had.
+    /// done" answers, the answer the write would have had. `Err` when a
+    /// create was found already done but the collection it made could not
+    /// be looked up there: nothing links it yet, so the entry must be tried
+    /// again, not counted as applied.
     pub(super) async fn learn(
         &self,
         index: usize,
@@ -98,9 +101,9 @@ impl Replicator {
         work: &Work,
         response: UpstreamResponse,
         already_done: bool,
-    ) -> UpstreamResponse {
+    ) -> Result<UpstreamResponse, String> {
         let Some(route) = &work.route else {
-            return response;
+            return Ok(response);
         };
         let tenant = route.tenant.as_deref().unwrap_or_default();
         let database = route.database.as_deref().unwrap_or_default();
@@ -118,10 +121,25 @@ impl Replicator {
                 match found {
                     Some(found) => {
                         if let Some(info) = collection_info(&found.body) {
-                            self.idmap
+                            let logical = self
+                                .idmap
                                 .learn_created(lsn, index, tenant, database, &info.name, &info.id);
+                            tracing::debug!(
+                                server = index,
+                                lsn,
+                                %logical,
+                                physical = %info.id,
+                                already_done,
+                                "collection create learned"
+                            );
                         }
                         found
+                    }
+                    None if already_done => {
+                        return Err(format!(
+                            "the collection LSN {lsn} creates exists already, and looking it \
+                             up by name failed"
+                        ))
                     }
                     None => response,
                 }
@@ -154,7 +172,7 @@ impl Replicator {
             _ => response,
         };
         self.persist_idmap().await;
-        response
+        Ok(response)
     }
 
     /// Rewrites physical ids in a response of `work` for its client.

@@ -32,6 +32,7 @@ pub mod progress;
 mod read;
 pub mod record;
 pub mod state_file;
+pub mod state_store;
 mod window;
 mod write;
 
@@ -141,9 +142,13 @@ pub struct Replicator {
     /// A dead-letter retry is under way on the server: its applier starts
     /// nothing meanwhile.
     retrying: Vec<std::sync::atomic::AtomicBool>,
-    /// Where operator actions (pause, drain) are kept across restarts.
-    operator_path: std::path::PathBuf,
+    /// Where the state documents are kept: the operator's actions (pause,
+    /// drain) across restarts, and the id map and applied state.
+    state: state_store::StateStore,
 }
+
+/// The operator state's document name in the [`state_store::StateStore`].
+const OPERATOR_KEY: state_store::Key = "operator";
 
 /// Operator actions that outlive a restart: a server drained for
 /// maintenance must not take traffic again because the gateway restarted.
@@ -323,8 +328,8 @@ impl Replicator {
             .iter()
             .map(|b| b.name().to_string())
             .collect();
-        let (applied, mut states) =
-            applied::AppliedLog::open(config.data_dir.join("applied.json"), &names)?;
+        let state = state_store::StateStore::for_log(&log, &config.data_dir);
+        let (applied, mut states) = applied::AppliedLog::open(state.clone(), &names).await?;
         let known = log.cursors();
         let mut cursors = Vec::new();
         let mut joined_late = Vec::new();
@@ -374,9 +379,9 @@ impl Replicator {
         let lowest = starts.iter().map(|s| s.cursor).min().unwrap_or(0);
         let refused = refusals_since(&log, lowest + 1).await?;
         let boot_lsn = log.last_lsn();
-        let idmap = IdMap::load(config.data_dir.join("collections.json"), names)?;
+        let idmap = IdMap::load(state.clone(), names).await?;
         let dead_letters =
-            DeadLetters::open(&config.data_dir, config.replication.max_dead_letters).await?;
+            DeadLetters::open_in(&state, config.replication.max_dead_letters).await?;
         let settings = ReplicationSettings {
             apply_window: config.replication.apply_window.max(1),
             retry_base: config.replication.retry_base,
@@ -419,10 +424,13 @@ impl Replicator {
             fsync,
             recovery,
             applied,
-            operator_path: config.data_dir.join("operator.json"),
+            state,
         });
-        let operator: OperatorState =
-            state_file::load(&replicator.operator_path)?.unwrap_or_default();
+        let operator: OperatorState = replicator
+            .state
+            .load(OPERATOR_KEY)
+            .await?
+            .unwrap_or_default();
         for (index, backend) in replicator.backends.all().iter().enumerate() {
             if operator.paused.iter().any(|n| n == backend.name()) {
                 tracing::warn!(
@@ -452,7 +460,7 @@ impl Replicator {
             }
         }
         if !joined_late.is_empty() {
-            replicator.save_operator_state()?;
+            replicator.save_operator_state().await?;
         }
         replicator.restore_dead_letter_holds();
         for (index, start) in starts.into_iter().enumerate() {
@@ -515,9 +523,13 @@ impl Replicator {
     }
 
     /// Pauses or resumes server `index`'s applier; kept across restarts.
-    pub fn set_paused(&self, index: usize, paused: bool) -> Result<(), state_file::StateFileError> {
+    pub async fn set_paused(
+        &self,
+        index: usize,
+        paused: bool,
+    ) -> Result<(), state_file::StateFileError> {
         self.paused[index].send_replace(paused);
-        self.save_operator_state()
+        self.save_operator_state().await
     }
 
     /// Whether server `index` joined after the log dropped part of its
@@ -533,14 +545,14 @@ impl Replicator {
 
     /// Marks server `index` complete (an operator filled it from another
     /// server), or incomplete again; kept across restarts.
-    pub fn set_incomplete(
+    pub async fn set_incomplete(
         &self,
         index: usize,
         incomplete: bool,
     ) -> Result<(), state_file::StateFileError> {
         self.incomplete[index].store(incomplete, std::sync::atomic::Ordering::Relaxed);
         self.progress_changed();
-        self.save_operator_state()
+        self.save_operator_state().await
     }
 
     /// The durable applied state's committer (figures for metrics).
@@ -550,16 +562,16 @@ impl Replicator {
 
     /// Drains server `index` (no traffic, for maintenance) or brings it
     /// back; kept across restarts.
-    pub fn set_draining(
+    pub async fn set_draining(
         &self,
         index: usize,
         draining: bool,
     ) -> Result<(), state_file::StateFileError> {
         self.backends.all()[index].health().set_draining(draining);
-        self.save_operator_state()
+        self.save_operator_state().await
     }
 
-    fn save_operator_state(&self) -> Result<(), state_file::StateFileError> {
+    async fn save_operator_state(&self) -> Result<(), state_file::StateFileError> {
         let all = self.backends.all();
         let state = OperatorState {
             paused: (0..all.len())
@@ -576,7 +588,7 @@ impl Replicator {
                 .map(|i| all[i].name().to_string())
                 .collect(),
         };
-        state_file::store(&self.operator_path, &state)
+        self.state.store(OPERATOR_KEY, state).await
     }
 
     /// Entries logged and not yet decided.

@@ -20,6 +20,16 @@ pub enum StateFileError {
         #[source]
         source: std::io::Error,
     },
+    /// The log's database could not read or write a shared state document
+    /// (see `state_store`).
+    #[error("the shared state `{key}`: {source}")]
+    Shared {
+        /// The document.
+        key: &'static str,
+        /// The error.
+        #[source]
+        source: wal::WalError,
+    },
     /// The file exists but is not valid JSON of the expected shape.
     #[error("{path} is not valid: {source}")]
     Invalid {

@@ -29,10 +29,9 @@ fn collection_footprint() -> Option<WriteFootprint> {
     })
 }
 
-#[tokio::test]
-async fn dead_letters_survive_a_reload_and_ids_are_not_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let list = DeadLetters::open(dir.path(), 100).await.unwrap();
+/// Adds, removes and reloads letters kept in `state`.
+async fn letters_survive_a_reload_and_ids_are_not_reused(state: &StateStore) {
+    let list = DeadLetters::open_in(state, 100).await.unwrap();
     let a = list
         .add(letter("replica", 1), Bytes::from_static(b"ra"), None)
         .await
@@ -47,7 +46,7 @@ async fn dead_letters_survive_a_reload_and_ids_are_not_reused() {
         .unwrap();
     assert_ne!(a, b);
     assert!(list.remove(a).await.unwrap().is_some());
-    let again = DeadLetters::open(dir.path(), 100).await.unwrap();
+    let again = DeadLetters::open_in(state, 100).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again.count_for("primary"), 1);
     assert_eq!(again.count_for("replica"), 0);
@@ -56,13 +55,44 @@ async fn dead_letters_survive_a_reload_and_ids_are_not_reused() {
     assert_eq!(again.get(b).map(|l| l.record_bytes), Some(2));
     // Removing the highest letter must not let its id come back.
     assert!(again.remove(b).await.unwrap().is_some());
-    let third = DeadLetters::open(dir.path(), 100).await.unwrap();
+    let third = DeadLetters::open_in(state, 100).await.unwrap();
     assert!(third.is_empty());
     let c = third
         .add(letter("replica", 3), Bytes::new(), None)
         .await
         .unwrap();
     assert!(c > b, "id {c} reused (highest was {b})");
+}
+
+#[tokio::test]
+async fn dead_letters_survive_a_reload_and_ids_are_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    letters_survive_a_reload_and_ids_are_not_reused(&StateStore::Files(dir.path().to_path_buf()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_kept_in_postgresql_survive_a_reload_and_ids_are_not_reused() {
+    let pg = pglog::testing::TestPostgres::start();
+    let options = pglog::PgLogOptions::default();
+    let log = pglog::PgLog::connect(&pg.url("postgres"), options)
+        .await
+        .unwrap();
+    letters_survive_a_reload_and_ids_are_not_reused(&StateStore::Postgres(log.clone())).await;
+    // A record whose letter was never completed is removed at load.
+    log.store_state("dead_letter/00000000000000000099.record", b"half")
+        .await
+        .unwrap();
+    let again = DeadLetters::open_in(&StateStore::Postgres(log.clone()), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        log.load_state("dead_letter/00000000000000000099.record")
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
