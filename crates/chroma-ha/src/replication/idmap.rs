@@ -283,6 +283,19 @@ impl IdMap {
     ) -> String {
         let mut maps = self.maps();
         if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
+            // Adopted by name before this create was learned (a listing
+            // raced it, or a crash lost its answer): it is this entry's
+            // collection. It cannot be an older one: a delete between its
+            // making and this create would have made this create make a
+            // new one. Without the LSN, a lagging server's delete of an
+            // earlier database would take it for one of that database's.
+            if let Some(entry) = maps.by_logical.get_mut(&logical) {
+                if entry.created_lsn.is_none() {
+                    entry.created_lsn = Some(lsn);
+                    drop(maps);
+                    self.changed();
+                }
+            }
             return logical;
         }
         let server_name = &self.servers[server];
@@ -738,6 +751,32 @@ mod tests {
         assert_eq!(ids.adopt(1, "t", "d", "x", "R1"), a);
         ids.rename(&a, 1, "y", 11);
         assert_eq!(ids.name_on(&a, 1).as_deref(), Some("y"));
+    }
+
+    #[tokio::test]
+    async fn a_collection_adopted_on_its_executor_before_its_create_was_learned_still_gets_linked_on_a_server_that_lags_behind_an_earlier_database_delete(
+    ) {
+        // Seen in a crash history (seed 404): the primary executed the
+        // create of `col0` (LSN 336) and the gateway died before learning
+        // it; after the restart a listing adopted the primary's copy by
+        // name, then the primary's replay of LSN 336 found it already done.
+        // The replica, lagging, then applied a delete of the database made
+        // before (LSN 231), then LSN 336.
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path()).await;
+        let adopted = ids.adopt(0, "t", "hdb1", "col0", "P1");
+        assert_eq!(
+            ids.learn_created(336, 0, "t", "hdb1", "col0", "P1"),
+            adopted
+        );
+        ids.forget_database(1, "t", "hdb1", 231);
+        assert!(!ids.is_gone_on(&adopted, 1), "created after the delete");
+        assert_eq!(
+            ids.learn_created(336, 1, "t", "hdb1", "col0", "R1"),
+            adopted,
+            "the replica's copy is the same logical collection"
+        );
+        assert_eq!(ids.physical(&adopted, 1).as_deref(), Some("R1"));
     }
 
     #[tokio::test]
