@@ -208,7 +208,7 @@ fn applied(calls: &[Call], collection: &str, id: &str, doc: &str) -> Option<Call
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_that_keeps_failing_on_a_healthy_server_is_dead_lettered_after_give_up_after_while_other_writes_keep_moving(
 ) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     let (primary, _) = fake_chroma(false).await;
     let (replica, seen) = fake_chroma(true).await;
     let rep = replicator(&primary, &replica, dir.path()).await;
@@ -280,7 +280,7 @@ async fn an_entry_that_keeps_failing_on_a_healthy_server_is_dead_lettered_after_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_a_server_spends_unhealthy_does_not_count_toward_giving_up() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     let (primary, _) = fake_chroma(false).await;
     let (replica, seen) = fake_chroma(true).await;
     let rep = replicator(&primary, &replica, dir.path()).await;
@@ -329,7 +329,7 @@ async fn time_a_server_spends_unhealthy_does_not_count_toward_giving_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_log_cursor_catches_up_with_what_it_applied_once_the_log_is_idle() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     let (primary, _) = fake_chroma(false).await;
     let (replica, _) = fake_chroma(false).await;
     let rep = replicator_with(&primary, &replica, dir.path(), |c| {
@@ -365,7 +365,7 @@ async fn a_servers_log_cursor_catches_up_with_what_it_applied_once_the_log_is_id
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_answered_by_its_executor_even_when_another_server_applies_it_first() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     // The executor's answers are large (4 MiB of metadata), so rewriting
     // them for the client takes a while; the replica's are small and quick.
     let (primary, _) = fake_chroma_with(Fake {

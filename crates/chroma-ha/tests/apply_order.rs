@@ -188,7 +188,7 @@ async fn wait_for_within(seen: &Seen, n: usize, timeout: Duration) -> Vec<Call> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_to_the_same_record_reach_a_replica_one_after_the_other_in_log_order() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     let (primary, primary_seen) = fake_chroma(Duration::ZERO).await;
     // The replica takes longer the earlier a write arrives: writes sent to
     // it together would take effect in reverse order, so only one at a
@@ -260,7 +260,7 @@ async fn writes_to_the_same_record_reach_a_replica_one_after_the_other_in_log_or
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_to_disjoint_records_are_applied_in_parallel() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     let (primary, _) = fake_chroma(Duration::ZERO).await;
     // The replica answers no write until four are in flight at once (or
     // GATE_TIMEOUT has passed): serialized entries would each wait it out.
@@ -286,7 +286,7 @@ async fn writes_to_disjoint_records_are_applied_in_parallel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_goes_to_the_replica_when_the_primary_refuses_connections() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     let (replica, seen) = fake_chroma(Duration::ZERO).await;
     // The primary's port is closed, but the gateway still believes it
     // healthy (no probe has run): the primary is chosen, refuses the
@@ -312,7 +312,7 @@ async fn a_write_goes_to_the_replica_when_the_primary_refuses_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovering_server_is_fed_no_faster_than_the_replay_rate_limit() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     let (primary, _) = fake_chroma(Duration::ZERO).await;
     let (replica, seen) = fake_chroma(Duration::ZERO).await;
     let rep = replicator_with(&primary, &replica, dir.path(), |c| {

@@ -80,14 +80,14 @@ struct Cluster {
     rep: Arc<Replicator>,
     config: Config,
     replica: Arc<Fake>,
-    _dir: tempfile::TempDir,
+    _dir: fake_kit::StateDir,
 }
 
 async fn cluster(tune: impl FnOnce(&mut Config)) -> Cluster {
-    cluster_in(tempfile::tempdir().unwrap(), tune).await
+    cluster_in(fake_kit::StateDir::new(), tune).await
 }
 
-async fn cluster_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut Config)) -> Cluster {
+async fn cluster_in(dir: fake_kit::StateDir, tune: impl FnOnce(&mut Config)) -> Cluster {
     let (primary, _) = fake_chroma(false).await;
     let (replica_url, replica) = fake_chroma(true).await;
     let mut config = Config::with_servers(&primary, &[&replica_url]).unwrap();
@@ -315,7 +315,7 @@ async fn retrying_a_dead_letter_is_refused_when_the_log_no_longer_proves_the_ord
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_from_before_a_restart_still_keeps_its_server_from_strong_reads() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fake_kit::StateDir::new();
     {
         let path = collection_path(C1, "add");
         let body = br#"{"ids":["k"]}"#;

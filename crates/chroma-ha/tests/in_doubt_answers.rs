@@ -85,8 +85,8 @@ async fn replicator(primary: &str, replica: &str, dir: &std::path::Path) -> Arc<
 /// Deletes database `hdb1` through the gateway once both fakes answer as
 /// `then` says: the status and body the client gets, and the replicator
 /// once both servers have been sent it twice.
-async fn delete_hdb1(then: Then) -> (StatusCode, String, Arc<Replicator>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+async fn delete_hdb1(then: Then) -> (StatusCode, String, Arc<Replicator>, fake_kit::StateDir) {
+    let dir = fake_kit::StateDir::new();
     let (primary, p) = fake_chroma(then).await;
     let (replica, r) = fake_chroma(then).await;
     let rep = replicator(&primary, &replica, dir.path()).await;

@@ -12,6 +12,39 @@ use chroma_ha::backend::Backends;
 use chroma_ha::config::{Config, FsyncPolicy};
 use chroma_ha::replication::Replicator;
 
+/// A temporary data directory for an in-process replicator. The
+/// replicator's tasks outlive the test body (they end with the runtime),
+/// so one of them may still be writing a state file while the directory is
+/// removed; removal is tried again until it sticks.
+pub struct StateDir(Option<tempfile::TempDir>);
+
+impl StateDir {
+    /// A new empty directory.
+    pub fn new() -> StateDir {
+        StateDir(Some(tempfile::tempdir().expect("create a temp dir")))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let Some(dir) = self.0.take() else { return };
+        let path = dir.keep();
+        for _ in 0..40 {
+            match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(25))
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
 /// Chroma's `GET /api/v2/heartbeat` answer.
 pub async fn heartbeat() -> Json<serde_json::Value> {
     Json(serde_json::json!({"nanosecond heartbeat": 1}))
