@@ -64,10 +64,12 @@
 //! - [`log`]: [`PgLog`]: connect, append, cursors.
 //! - `writer`: group commit, and settling commits whose answer was lost.
 //! - [`state`]: shared state documents, replaced whole and fenced.
+//! - [`import`]: filling an empty log with another log's records, LSNs kept.
 //! - [`reader`]: [`PgReader`], in-order reads and tailing (by polling,
 //!   woken at once by this process's own appends).
 //! - [`testing`]: a throwaway PostgreSQL cluster for tests and benchmarks.
 
+pub mod import;
 pub mod lease;
 pub mod log;
 pub mod reader;
@@ -76,6 +78,7 @@ pub mod state;
 pub mod testing;
 mod writer;
 
+pub use import::ImportError;
 pub use lease::{Claim, LeaderInfo, Leadership};
 pub use log::{ConnectError, PgLog, PgLogOptions, PgLogStats};
 pub use reader::PgReader;

@@ -1,8 +1,10 @@
-//! The command line: `serve`, `status`, `check`, `wal inspect|verify`.
+//! The command line: `serve`, `status`, `check`, `wal inspect|verify`,
+//! `log migrate`.
 //! Exit codes: 0 success, 1 a check failed (corruption, servers differ,
 //! gateway not ready), 2 bad usage or configuration.
 
 mod check_cmd;
+mod log_cmd;
 mod status_cmd;
 mod wal_cmd;
 
@@ -36,6 +38,12 @@ pub enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Move a stopped gateway's log and state to PostgreSQL.
+    Log {
+        /// What to do.
+        #[command(subcommand)]
+        command: log_cmd::LogCommand,
+    },
 }
 
 /// `chroma-ha wal …`
@@ -67,6 +75,7 @@ pub fn main() -> ExitCode {
             WalCommand::Inspect { dir, json } => wal_cmd::inspect(&dir, json),
             WalCommand::Verify { dir } => wal_cmd::verify(&dir),
         },
+        Command::Log { command } => log_cmd::run(command),
     }
 }
 

@@ -306,6 +306,32 @@ impl DeadLetters {
         Ok(())
     }
 
+    /// Writes every letter (same id, record and footprint) and the highest
+    /// id given into `target`, an empty store (`chroma-ha log migrate`).
+    /// Returns how many letters were copied.
+    pub async fn copy_into(&self, target: &StateStore) -> Result<usize, StateFileError> {
+        let target = LetterStore::for_state(target);
+        let letters: Vec<(DeadLetter, Option<WriteFootprint>)> = self
+            .index()
+            .letters
+            .values()
+            .map(|d| (d.letter.clone(), d.footprint.clone()))
+            .collect();
+        for (letter, footprint) in &letters {
+            let record = self.store.read_record(letter.id).await?;
+            let stored = files::StoredLetter {
+                letter: letter.clone(),
+                footprint: footprint.as_ref().map(files::StoredFootprint::from),
+            };
+            target.store_new(stored, record).await?;
+        }
+        let next_id = self.index().next_id;
+        if next_id > 0 {
+            target.store_next_id(next_id).await?;
+        }
+        Ok(letters.len())
+    }
+
     /// Resolves when a letter is removed (room may have been made). Create
     /// it before trying [`DeadLetters::add`] so no removal is missed.
     pub fn room_made(&self) -> tokio::sync::futures::Notified<'_> {

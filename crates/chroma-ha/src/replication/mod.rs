@@ -28,6 +28,7 @@ pub mod idmap;
 mod ids;
 pub mod ledger;
 pub mod log;
+pub mod migrate;
 pub mod progress;
 mod read;
 pub mod record;

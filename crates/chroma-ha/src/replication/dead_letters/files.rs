@@ -158,6 +158,13 @@ pub(super) fn delete(dir: &Path, id: u64, high_water: Option<u64>) -> Result<(),
     sync_dir(dir)
 }
 
+/// Saves `next_id` as the highest id ever given.
+pub(super) fn store_next_id(dir: &Path, next_id: u64) -> Result<(), StateFileError> {
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    write_replacing(&dir.join(NEXT_ID), next_id.to_string().as_bytes())?;
+    sync_dir(dir)
+}
+
 /// A letter's record bytes.
 pub(super) fn read_record(dir: &Path, id: u64) -> Result<Bytes, StateFileError> {
     let path = record_path(dir, id);

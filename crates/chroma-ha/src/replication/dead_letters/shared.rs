@@ -69,12 +69,17 @@ pub(super) async fn delete(
     high_water: Option<u64>,
 ) -> Result<(), StateFileError> {
     if let Some(next_id) = high_water {
-        log.store_state(NEXT_ID, next_id.to_string().as_bytes())
-            .await
-            .map_err(shared)?;
+        store_next_id(log, next_id).await?;
     }
     log.remove_state(&meta_key(id)).await.map_err(shared)?;
     log.remove_state(&record_key(id)).await.map_err(shared)
+}
+
+/// Saves `next_id` as the highest id ever given.
+pub(super) async fn store_next_id(log: &PgLog, next_id: u64) -> Result<(), StateFileError> {
+    log.store_state(NEXT_ID, next_id.to_string().as_bytes())
+        .await
+        .map_err(shared)
 }
 
 /// A letter's record bytes.

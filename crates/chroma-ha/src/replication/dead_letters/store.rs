@@ -114,6 +114,20 @@ impl LetterStore {
         }
     }
 
+    /// Saves `next_id` as the highest id ever given.
+    pub(super) async fn store_next_id(&self, next_id: u64) -> Result<(), StateFileError> {
+        match self {
+            LetterStore::Files { dir, .. } => {
+                let d = dir.clone();
+                blocking("storing a dead letter id in", dir, move || {
+                    files::store_next_id(&d, next_id)
+                })
+                .await
+            }
+            LetterStore::Postgres(log) => shared::store_next_id(log, next_id).await,
+        }
+    }
+
     /// Letter `id`'s record bytes.
     pub(super) async fn read_record(&self, id: u64) -> Result<Bytes, StateFileError> {
         match self {

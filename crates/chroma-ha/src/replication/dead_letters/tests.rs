@@ -87,6 +87,38 @@ async fn dead_letters_kept_in_postgresql_survive_a_reload_and_ids_are_not_reused
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
+    // `log migrate` copies a file list into an empty database: same ids,
+    // records, footprints and highest id.
+    let dir = tempfile::tempdir().unwrap();
+    let files = DeadLetters::open(dir.path(), 10).await.unwrap();
+    let a = files
+        .add(
+            letter("replica", 5),
+            Bytes::from_static(b"r5"),
+            collection_footprint(),
+        )
+        .await
+        .unwrap();
+    let b = files
+        .add(letter("primary", 6), Bytes::from_static(b"r6"), None)
+        .await
+        .unwrap();
+    files.remove(b).await.unwrap();
+    let pg2 = pglog::testing::TestPostgres::start();
+    let target = pglog::PgLog::connect(&pg2.url("postgres"), pglog::PgLogOptions::default())
+        .await
+        .unwrap();
+    let target = StateStore::Postgres(target);
+    assert_eq!(files.copy_into(&target).await.unwrap(), 1);
+    let copied = DeadLetters::open_in(&target, 10).await.unwrap();
+    assert_eq!(copied.list(), files.list());
+    assert_eq!(copied.record(a).await.unwrap(), Bytes::from_static(b"r5"));
+    assert_eq!(copied.footprint(a), Some(collection_footprint()));
+    let c = copied
+        .add(letter("replica", 7), Bytes::new(), None)
+        .await
+        .unwrap();
+    assert!(c > b, "id {c} reused (highest was {b})");
     assert_eq!(
         log.load_state("dead_letter/00000000000000000099.record")
             .await
