@@ -14,7 +14,7 @@
 use super::state_file::StateFileError;
 use super::state_store::{self, StateStore};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -72,7 +72,16 @@ struct Maps {
     by_logical: HashMap<String, CollectionEntry>,
     /// Per server index: physical id → logical id.
     by_physical: Vec<HashMap<String, String>>,
+    /// Per server index: physical ids this run saw deleted there, newest
+    /// last, at most [`MAX_DELETED_REMEMBERED`]. A listing sent before a
+    /// delete may be answered after it: its copy of the deleted collection
+    /// must not be adopted as a new one.
+    deleted: Vec<(VecDeque<String>, HashSet<String>)>,
 }
+
+/// Deleted physical ids remembered per server (in memory: a listing cannot
+/// outlive the run that sent it).
+const MAX_DELETED_REMEMBERED: usize = 10_000;
 
 /// The logical ↔ physical map of every server. Changes are durable once
 /// [`IdMap::persist`] returns.
@@ -121,6 +130,15 @@ impl Maps {
         };
         if let Some(physical) = entry.physical.remove(&servers[server]) {
             self.by_physical[server].remove(&physical);
+            let (order, set) = &mut self.deleted[server];
+            if set.insert(physical.clone()) {
+                order.push_back(physical);
+                if order.len() > MAX_DELETED_REMEMBERED {
+                    if let Some(oldest) = order.pop_front() {
+                        set.remove(&oldest);
+                    }
+                }
+            }
         }
         entry.names.remove(&servers[server]);
         entry.gone.insert(servers[server].clone());
@@ -203,6 +221,7 @@ impl IdMap {
         let mut maps = Maps {
             by_logical: HashMap::new(),
             by_physical: vec![HashMap::new(); servers.len()],
+            deleted: vec![Default::default(); servers.len()],
         };
         for mut entry in file.collections {
             for (i, server) in servers.iter().enumerate() {
@@ -339,7 +358,9 @@ impl IdMap {
     /// and returns its logical id: the one `physical` is linked to already,
     /// else the collection it is a copy of (the oldest of that name with no
     /// link there, see `find_unlinked_by_name`), else `physical` made a
-    /// new logical id (a collection made outside the gateway).
+    /// new logical id (a collection made outside the gateway). `None` for
+    /// a collection this run saw deleted there: the listing that found it
+    /// was answered before the delete.
     pub fn adopt(
         &self,
         server: usize,
@@ -347,10 +368,14 @@ impl IdMap {
         database: &str,
         name: &str,
         physical: &str,
-    ) -> String {
+    ) -> Option<String> {
         let mut maps = self.maps();
         if let Some(logical) = maps.by_physical[server].get(physical).cloned() {
-            return logical;
+            return Some(logical);
+        }
+        if maps.deleted[server].1.contains(physical) {
+            tracing::debug!(server = %self.servers[server], %database, %name, %physical, "id map: not adopting a collection deleted there");
+            return None;
         }
         let found = maps.find_unlinked_by_name(tenant, database, name, &self.servers[server]);
         let new = found.is_none();
@@ -362,7 +387,7 @@ impl IdMap {
         maps.link(server, &self.servers, &logical, physical, name);
         drop(maps);
         self.changed();
-        logical
+        Some(logical)
     }
 
     /// Whether `server` deleted the collection `logical` (so its name now
@@ -528,7 +553,7 @@ mod tests {
             "the replica has not deleted it yet"
         );
         // Another collection takes the name on the primary: a new id.
-        let new = ids.adopt(0, "t", "d", "taken", "P2");
+        let new = ids.adopt(0, "t", "d", "taken", "P2").unwrap();
         assert_ne!(new, old);
         assert_eq!(ids.physical(&old, 0), None);
         ids.persist().await.unwrap();
@@ -542,8 +567,8 @@ mod tests {
     async fn adoption_links_by_name_and_a_recreated_name_gets_a_new_id() {
         let dir = tempfile::tempdir().unwrap();
         let ids = map(dir.path()).await;
-        let a = ids.adopt(0, "t", "d", "old", "P9");
-        assert_eq!(ids.adopt(1, "t", "d", "old", "R9"), a);
+        let a = ids.adopt(0, "t", "d", "old", "P9").unwrap();
+        assert_eq!(ids.adopt(1, "t", "d", "old", "R9").unwrap(), a);
         ids.forget(0, "t", "d", "old", 100);
         ids.forget(1, "t", "d", "old", 100);
         assert!(ids.get(&a).is_none());
@@ -728,14 +753,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ids = map(dir.path()).await;
         let (first, second) = a_name_reused_while_the_replica_lags(&ids);
-        assert_eq!(ids.adopt(1, "t", "d", "x", "R1"), first);
+        assert_eq!(ids.adopt(1, "t", "d", "x", "R1").unwrap(), first);
         assert_eq!(ids.learn_created(10, 1, "t", "d", "x", "R1"), first);
         assert_eq!(ids.physical(&first, 1).as_deref(), Some("R1"));
         assert_eq!(ids.physical(&second, 1), None, "not created there yet");
         // The replica goes on: the delete, then the second create.
         ids.forget(1, "t", "d", "x", 11);
         assert!(ids.get(&first).is_none(), "deleted everywhere");
-        assert_eq!(ids.adopt(1, "t", "d", "x", "R2"), second);
+        assert_eq!(ids.adopt(1, "t", "d", "x", "R2").unwrap(), second);
         assert_eq!(ids.learn_created(12, 1, "t", "d", "x", "R2"), second);
         assert_eq!(ids.physical(&second, 1).as_deref(), Some("R2"));
     }
@@ -748,7 +773,7 @@ mod tests {
         let a = ids.learn_created(10, 0, "t", "d", "x", "P1");
         ids.rename(&a, 0, "y", 11);
         assert_eq!(ids.name_on(&a, 1).as_deref(), Some("x"));
-        assert_eq!(ids.adopt(1, "t", "d", "x", "R1"), a);
+        assert_eq!(ids.adopt(1, "t", "d", "x", "R1").unwrap(), a);
         ids.rename(&a, 1, "y", 11);
         assert_eq!(ids.name_on(&a, 1).as_deref(), Some("y"));
     }
@@ -764,7 +789,7 @@ mod tests {
         // before (LSN 231), then LSN 336.
         let dir = tempfile::tempdir().unwrap();
         let ids = map(dir.path()).await;
-        let adopted = ids.adopt(0, "t", "hdb1", "col0", "P1");
+        let adopted = ids.adopt(0, "t", "hdb1", "col0", "P1").unwrap();
         assert_eq!(
             ids.learn_created(336, 0, "t", "hdb1", "col0", "P1"),
             adopted
@@ -780,11 +805,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_listing_answered_after_a_delete_does_not_bring_the_deleted_collection_back_as_a_new_one(
+    ) {
+        // Seen in a crash history (seed 101): a listing of the primary
+        // answered just after it applied the delete of `col3` still held
+        // it; adopting it made a phantom collection that a later create of
+        // `col3` on the replica then linked to: primary 404s.
+        let dir = tempfile::tempdir().unwrap();
+        let ids = map(dir.path()).await;
+        let a = ids.learn_created(1, 0, "t", "d", "col3", "P1");
+        ids.learn_created(1, 1, "t", "d", "col3", "R1");
+        ids.forget(0, "t", "d", "col3", 111);
+        assert_eq!(ids.adopt(0, "t", "d", "col3", "P1"), None);
+        assert_eq!(ids.len(), 1, "no phantom entry");
+        ids.forget(1, "t", "d", "col3", 111);
+        assert!(ids.get(&a).is_none());
+        // The next `col3`, created on the replica, gets its own id and the
+        // primary's copy links to it.
+        let b = ids.learn_created(953, 1, "t", "d", "col3", "R2");
+        assert_eq!(ids.learn_created(953, 0, "t", "d", "col3", "P2"), b);
+    }
+
+    #[tokio::test]
     async fn a_delete_by_name_on_a_server_that_never_had_the_collection_lets_it_be_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let ids = map(dir.path()).await;
         // Adopted on the primary only (made before the gateway).
-        let a = ids.adopt(0, "t", "d", "only", "P1");
+        let a = ids.adopt(0, "t", "d", "only", "P1").unwrap();
         ids.forget(0, "t", "d", "only", 9);
         assert!(ids.get(&a).is_some(), "the replica has not applied it yet");
         ids.forget(1, "t", "d", "only", 9);

@@ -54,7 +54,7 @@ impl Replicator {
             .idmap
             .adopt(index, &entry.tenant, &entry.database, &info.name, &info.id);
         self.persist_idmap().await;
-        (linked == logical).then_some(info.id)
+        (linked.as_deref() == Some(logical)).then_some(info.id)
     }
 
     pub(super) async fn get_by_name(
@@ -236,9 +236,10 @@ impl Replicator {
                 .unwrap_or_default();
             self.ensure_adopted(&tenant, &database).await;
             if self.idmap.logical(&info.id, index).is_none() {
-                self.idmap
-                    .adopt(index, &tenant, &database, &info.name, &info.id);
-                changed = true;
+                changed |= self
+                    .idmap
+                    .adopt(index, &tenant, &database, &info.name, &info.id)
+                    .is_some();
             }
         }
         if changed {
@@ -292,7 +293,9 @@ impl Replicator {
                 _ => return Listing::Failed,
             };
             for info in &page {
-                self.idmap
+                // A collection deleted meanwhile is left out (`None`).
+                let _ = self
+                    .idmap
                     .adopt(index, tenant, database, &info.name, &info.id);
             }
             if page.len() < 1000 {
