@@ -62,6 +62,17 @@ fn postgres_restarted_under_load_loses_no_acknowledged_write() {
         "postgres_restarts=1",
     );
     assert_no_dead_letters(test, &c);
+    // The append transactions are timed as the log's durability step.
+    let metrics = http_get(&format!("{}/metrics", c.gw()), Duration::from_secs(5))
+        .expect("GET /metrics")
+        .text();
+    let commits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chroma_ha_wal_fsync_duration_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    eprintln!("{test}: {commits} append transactions timed");
+    assert!(commits > 0, "{test}: no append transaction was timed");
 }
 
 #[test]

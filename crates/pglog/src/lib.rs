@@ -80,5 +80,5 @@ mod writer;
 
 pub use import::ImportError;
 pub use lease::{Claim, LeaderInfo, Leadership};
-pub use log::{ConnectError, PgLog, PgLogOptions, PgLogStats};
+pub use log::{CommitHook, ConnectError, PgLog, PgLogOptions, PgLogStats};
 pub use reader::PgReader;

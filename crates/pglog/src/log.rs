@@ -37,6 +37,19 @@ pub struct PgLogOptions {
     /// Consumed entries are deleted once at least this many can go (one
     /// large DELETE instead of one per cursor commit).
     pub delete_batch: u64,
+    /// Told each committed append transaction's duration (from taking a
+    /// connection to the COMMIT's answer), for metrics.
+    pub on_commit: Option<CommitHook>,
+}
+
+/// A callback for [`PgLogOptions::on_commit`].
+#[derive(Clone)]
+pub struct CommitHook(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
 }
 
 impl Default for PgLogOptions {
@@ -50,6 +63,7 @@ impl Default for PgLogOptions {
             op_timeout: Duration::from_secs(5),
             resolve_for: Duration::from_secs(30),
             delete_batch: 10_000,
+            on_commit: None,
         }
     }
 }

@@ -224,6 +224,10 @@ async fn commit_batch(inner: &Inner, batch: Vec<AppendRequest>) -> Option<Unsett
         });
     }
     inner.saw_committed(planned.last);
+    let took = started.elapsed();
+    if let Some(hook) = &inner.options.on_commit {
+        (hook.0)(took);
+    }
     let mut stats = lock(&inner.stats);
     stats.commits += 1;
     for (request, answer) in batch.iter().zip(&planned.answers) {
@@ -235,7 +239,7 @@ async fn commit_batch(inner: &Inner, batch: Vec<AppendRequest>) -> Option<Unsett
             Err(_) => stats.errors += 1,
         }
     }
-    stats.commit_seconds += started.elapsed().as_secs_f64();
+    stats.commit_seconds += took.as_secs_f64();
     stats.bytes_held = planned.bytes;
     drop(stats);
     for (request, answer) in batch.into_iter().zip(planned.answers) {

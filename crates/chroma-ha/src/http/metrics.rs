@@ -118,7 +118,8 @@ impl Metrics {
                 r,
                 Histogram::with_opts(hopts(
                     "wal_fsync_duration_seconds",
-                    "Duration of write-ahead log fsyncs"
+                    "Duration of the log's durability step: an fsync of the file log, an append \
+                     transaction of the PostgreSQL log"
                 ))
             ),
             wal_appends: register!(

@@ -248,6 +248,9 @@ async fn open_log(
         // A write whose commit answer was lost waits for the lookup no
         // longer than for a server to apply it.
         resolve_for: write_timeout(config),
+        // Its append transaction is the PostgreSQL log's durability step:
+        // timed like the file log's fsyncs.
+        on_commit: on_fsync.map(pglog::CommitHook),
         ..pglog::PgLogOptions::default()
     };
     let log = pglog::PgLog::connect(url.expose(), options).await?;
