@@ -120,3 +120,44 @@ async fn a_deposed_leaders_cursor_commits_are_refused_and_its_successors_are_not
     let reopened = process(&pg).await;
     assert_eq!(reopened.cursors().get("primary"), Some(&3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_eight_processes_claiming_at_the_same_moment_exactly_one_leads_and_the_others_name_it() {
+    let pg = TestPostgres::start();
+    let mut processes = Vec::new();
+    for _ in 0..8 {
+        processes.push(process(&pg).await);
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(processes.len()));
+    // Spawned all at once (collected), so every claim waits at the barrier.
+    let claims: Vec<_> = processes
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let name = format!("g{i}");
+                (
+                    name.clone(),
+                    log.claim_lease(&name, &name, LEASE).await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut leaders = Vec::new();
+    let mut named = Vec::new();
+    for claim in claims {
+        match claim.await.unwrap() {
+            (name, Claim::Leader(l)) => leaders.push((name, l.epoch)),
+            (_, Claim::Follower(info)) => named.push(info.holder),
+        }
+    }
+    assert_eq!(leaders.len(), 1, "exactly one leads: {leaders:?}");
+    let (leader, epoch) = &leaders[0];
+    assert_eq!(*epoch, 1);
+    assert!(
+        named.iter().all(|h| h.as_deref() == Some(leader.as_str())),
+        "every follower names {leader}: {named:?}"
+    );
+}
