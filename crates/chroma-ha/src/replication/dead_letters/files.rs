@@ -279,26 +279,41 @@ pub(super) fn load(data_dir: &Path) -> Result<Loaded, StateFileError> {
             }
         }
     }
-    for (id, path) in metas {
-        let Some(stored) = state_file::load::<StoredLetter>(&path)? else {
-            continue;
-        };
-        if !records.remove(&id) {
-            tracing::error!(
-                id,
-                "dead letter without its record file; kept, but it cannot be retried"
-            );
-        }
-        loaded.next_id = loaded.next_id.max(stored.letter.id);
-        loaded
-            .letters
-            .push((stored.letter, stored.footprint.map(WriteFootprint::from)));
+    let mut stored = Vec::with_capacity(metas.len());
+    for (_, path) in metas {
+        stored.extend(state_file::load::<StoredLetter>(&path)?);
     }
-    for orphan in records {
+    for orphan in assemble(&mut loaded, stored, records) {
         let path = record_path(&dir, orphan);
         tracing::info!(file = %path.display(), "removing the record of a dead letter that was never completed");
         std::fs::remove_file(&path).map_err(io("removing", &path))?;
     }
-    loaded.letters.sort_by_key(|(l, _)| l.id);
     Ok(loaded)
+}
+
+/// Adds the `stored` letters to `loaded`, oldest first, taking each one's
+/// record from `records`; returns the records no letter claimed (a crash
+/// between storing a record and its metadata left them: to be removed).
+/// Shared by both stores.
+pub(super) fn assemble(
+    loaded: &mut Loaded,
+    stored: Vec<StoredLetter>,
+    mut records: std::collections::HashSet<u64>,
+) -> Vec<u64> {
+    for letter in stored {
+        if !records.remove(&letter.letter.id) {
+            tracing::error!(
+                id = letter.letter.id,
+                "dead letter without its record; kept, but it cannot be retried"
+            );
+        }
+        loaded.next_id = loaded.next_id.max(letter.letter.id);
+        loaded
+            .letters
+            .push((letter.letter, letter.footprint.map(WriteFootprint::from)));
+    }
+    loaded.letters.sort_by_key(|(l, _)| l.id);
+    let mut orphans: Vec<u64> = records.into_iter().collect();
+    orphans.sort_unstable();
+    orphans
 }

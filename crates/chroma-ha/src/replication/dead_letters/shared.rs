@@ -12,8 +12,7 @@
 //! record on remove), so a crash between two leaves at worst an orphan
 //! record, which loading removes.
 
-use super::files::{Loaded, StoredLetter};
-use crate::chroma::WriteFootprint;
+use super::files::{assemble, Loaded, StoredLetter};
 use crate::replication::state_file::StateFileError;
 use bytes::Bytes;
 use pglog::PgLog;
@@ -98,13 +97,15 @@ pub(super) async fn read_record(log: &PgLog, id: u64) -> Result<Bytes, StateFile
 /// completed.
 pub(super) async fn load(log: &PgLog) -> Result<Loaded, StateFileError> {
     let mut loaded = Loaded::default();
-    let mut records = std::collections::BTreeSet::new();
-    let mut metas = Vec::new();
+    let mut records = std::collections::HashSet::new();
+    let mut stored = Vec::new();
     for (key, value) in log.list_state(PREFIX).await.map_err(shared)? {
         let name = &key[PREFIX.len()..];
         let id = name.split('.').next().and_then(|s| s.parse::<u64>().ok());
         match (id, name.rsplit('.').next()) {
-            (Some(_), Some("json")) => metas.push((key.clone(), value)),
+            (Some(_), Some("json")) => {
+                stored.push(serde_json::from_slice(&value).map_err(|e| invalid(key, e))?)
+            }
             (Some(id), Some("record")) => {
                 records.insert(id);
             }
@@ -115,20 +116,7 @@ pub(super) async fn load(log: &PgLog) -> Result<Loaded, StateFileError> {
             _ => tracing::warn!(%key, "unexpected document among the dead letters; ignored"),
         }
     }
-    for (key, value) in metas {
-        let stored: StoredLetter = serde_json::from_slice(&value).map_err(|e| invalid(key, e))?;
-        if !records.remove(&stored.letter.id) {
-            tracing::error!(
-                id = stored.letter.id,
-                "dead letter without its record; kept, but it cannot be retried"
-            );
-        }
-        loaded.next_id = loaded.next_id.max(stored.letter.id);
-        loaded
-            .letters
-            .push((stored.letter, stored.footprint.map(WriteFootprint::from)));
-    }
-    for orphan in records {
+    for orphan in assemble(&mut loaded, stored, records) {
         tracing::info!(
             id = orphan,
             "removing the record of a dead letter that was never completed"
@@ -137,6 +125,5 @@ pub(super) async fn load(log: &PgLog) -> Result<Loaded, StateFileError> {
             .await
             .map_err(shared)?;
     }
-    loaded.letters.sort_by_key(|(l, _)| l.id);
     Ok(loaded)
 }
