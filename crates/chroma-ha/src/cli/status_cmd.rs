@@ -226,14 +226,23 @@ pub fn render(base: &str, status: &Value) -> String {
                 (Some(u), _) => format!("{} used", bytes(u)),
                 _ => "- used".into(),
             };
-            let _ = writeln!(
-                out,
-                "log: LSN {}..{}, {} segment(s), {usage}, fsync {}",
-                num(log.get("first_lsn")),
-                num(log.get("last_lsn")),
-                num(log.get("segments")),
-                text(log.get("fsync")),
-            );
+            if log.get("kind").and_then(Value::as_str) == Some("postgres") {
+                let _ = writeln!(
+                    out,
+                    "log (PostgreSQL): LSN {}..{}, {usage}",
+                    num(log.get("first_lsn")),
+                    num(log.get("last_lsn")),
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "log: LSN {}..{}, {} segment(s), {usage}, fsync {}",
+                    num(log.get("first_lsn")),
+                    num(log.get("last_lsn")),
+                    num(log.get("segments")),
+                    text(log.get("fsync")),
+                );
+            }
             let oldest = log
                 .get("oldest_pending")
                 .and_then(Value::as_f64)
@@ -377,6 +386,20 @@ mod tests {
         );
         assert!(text.contains("dead letters: 1"), "{text}");
         assert!(!text.contains("DEAD LETTERS FULL"), "{text}");
+    }
+
+    #[test]
+    fn a_log_in_postgresql_is_named_and_shown_without_segments_or_fsync() {
+        let mut status = sample();
+        status["write_ahead_log"]["kind"] = json!("postgres");
+        status["write_ahead_log"]["segments"] = json!(0);
+        status["write_ahead_log"]["fsync"] = json!("postgres");
+        let text = render("http://gw", &status);
+        assert!(
+            text.contains("log (PostgreSQL): LSN 1..42, 2.0 KiB used of 10.0 GiB"),
+            "{text}"
+        );
+        assert!(!text.contains("segment(s)"), "{text}");
     }
 
     #[test]
