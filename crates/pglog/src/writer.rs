@@ -72,19 +72,7 @@ async fn settle(
     mut u: Unsettled,
     requests: &mut mpsc::Receiver<AppendRequest>,
 ) -> Option<Unsettled> {
-    let found = {
-        let looking = look_up(inner, u.last, u.batch_id);
-        tokio::pin!(looking);
-        loop {
-            tokio::select! {
-                found = &mut looking => break found,
-                request = requests.recv() => match request {
-                    Some(r) => refuse_while_settling(inner, r),
-                    None => return None,
-                },
-            }
-        }
-    };
+    let found = refusing_meanwhile(inner, requests, look_up(inner, u.last, u.batch_id)).await?;
     match found {
         Ok(landed) => {
             if landed {
@@ -134,19 +122,28 @@ async fn settle(
                     let _ = request.done.send(Err(copy_error(&unknown)));
                 }
             }
-            let wake = tokio::time::sleep(u.pause);
-            tokio::pin!(wake);
-            loop {
-                tokio::select! {
-                    _ = &mut wake => break,
-                    request = requests.recv() => match request {
-                        Some(r) => refuse_while_settling(inner, r),
-                        None => return None,
-                    },
-                }
-            }
+            refusing_meanwhile(inner, requests, tokio::time::sleep(u.pause)).await?;
             u.pause = (u.pause * 2).min(Duration::from_secs(1));
             Some(u)
+        }
+    }
+}
+
+/// Runs `work`, refusing every append that arrives meanwhile; `None` when
+/// the log was dropped (no more appends can come).
+async fn refusing_meanwhile<T>(
+    inner: &Inner,
+    requests: &mut mpsc::Receiver<AppendRequest>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return Some(done),
+            request = requests.recv() => match request {
+                Some(r) => refuse_while_settling(inner, r),
+                None => return None,
+            },
         }
     }
 }
