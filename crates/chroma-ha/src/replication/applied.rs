@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 /// The format version this binary writes and reads.
 const VERSION: u32 = 1;
 /// The document's name in the [`StateStore`].
-const KEY: state_store::Key = "applied";
+pub(crate) const KEY: state_store::Key = "applied";
 
 /// What one server has applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,7 +65,7 @@ struct FileFormat {
 }
 
 /// The document's name in the [`StateStore`].
-const KEY: state_store::Key = "collections";
+pub(crate) const KEY: state_store::Key = "collections";
 
 #[derive(Debug, Default)]
 struct Maps {
@@ -207,7 +207,7 @@ impl Maps {
             .values()
             .filter(|c| c.tenant == tenant && c.database == database && c.name_on(server) == name)
             .filter(|c| !c.physical.contains_key(server) && !c.gone.contains(server))
-            .min_by_key(|c| (c.created_lsn, c.logical.clone()))
+            .min_by(|a, b| (a.created_lsn, &a.logical).cmp(&(b.created_lsn, &b.logical)))
             .map(|c| c.logical.clone())
     }
 }
@@ -308,12 +308,11 @@ impl IdMap {
             // making and this create would have made this create make a
             // new one. Without the LSN, a lagging server's delete of an
             // earlier database would take it for one of that database's.
-            if let Some(entry) = maps.by_logical.get_mut(&logical) {
-                if entry.created_lsn.is_none() {
-                    entry.created_lsn = Some(lsn);
-                    drop(maps);
-                    self.changed();
-                }
+            let entry = maps.by_logical.get_mut(&logical);
+            if let Some(created) = entry.map(|e| &mut e.created_lsn).filter(|c| c.is_none()) {
+                *created = Some(lsn);
+                drop(maps);
+                self.changed();
             }
             return logical;
         }

@@ -27,7 +27,7 @@ use super::state_file::StateFileError;
 use super::state_store::{Key, StateStore};
 
 /// The state documents a gateway keeps besides its log and dead letters.
-const DOCUMENTS: [Key; 3] = ["applied", "collections", "operator"];
+const DOCUMENTS: [Key; 3] = [super::applied::KEY, super::idmap::KEY, super::OPERATOR_KEY];
 /// Records per import transaction.
 const BATCH: usize = 1_000;
 

@@ -149,7 +149,7 @@ pub struct Replicator {
 }
 
 /// The operator state's document name in the [`state_store::StateStore`].
-const OPERATOR_KEY: state_store::Key = "operator";
+pub(crate) const OPERATOR_KEY: state_store::Key = "operator";
 
 /// Operator actions that outlive a restart: a server drained for
 /// maintenance must not take traffic again because the gateway restarted.
