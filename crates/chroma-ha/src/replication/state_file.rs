@@ -87,6 +87,22 @@ pub fn store<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileError>
         .map_err(io("syncing directory", dir))
 }
 
+/// Runs blocking file work off the runtime's threads; a task that could
+/// not run is reported as an I/O error while doing `what` on `path`.
+pub async fn on_blocking_thread<T: Send + 'static>(
+    what: &'static str,
+    path: &Path,
+    work: impl FnOnce() -> Result<T, StateFileError> + Send + 'static,
+) -> Result<T, StateFileError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(StateFileError::Io {
+            context: what,
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

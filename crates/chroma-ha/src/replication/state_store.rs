@@ -57,7 +57,8 @@ impl StateStore {
         match self {
             StateStore::Files(dir) => {
                 let path = self.path(dir, key);
-                blocking(&path, move |path| state_file::load(&path)).await
+                let p = path.clone();
+                state_file::on_blocking_thread("reading", &path, move || state_file::load(&p)).await
             }
             StateStore::Postgres(log) => {
                 let Some(bytes) = log
@@ -86,7 +87,11 @@ impl StateStore {
         match self {
             StateStore::Files(dir) => {
                 let path = self.path(dir, key);
-                blocking(&path, move |path| state_file::store(&path, &value)).await
+                let p = path.clone();
+                state_file::on_blocking_thread("writing", &path, move || {
+                    state_file::store(&p, &value)
+                })
+                .await
             }
             StateStore::Postgres(log) => {
                 let bytes =
@@ -104,21 +109,6 @@ impl StateStore {
 
 fn shared(key: Key, source: wal::WalError) -> StateFileError {
     StateFileError::Shared { key, source }
-}
-
-/// Runs file work `f(path)` on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    path: &std::path::Path,
-    f: impl FnOnce(PathBuf) -> Result<T, StateFileError> + Send + 'static,
-) -> Result<T, StateFileError> {
-    let owned = path.to_path_buf();
-    tokio::task::spawn_blocking(move || f(owned))
-        .await
-        .map_err(|e| StateFileError::Io {
-            context: "running the file task for",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?
 }
 
 #[cfg(test)]

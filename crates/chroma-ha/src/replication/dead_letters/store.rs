@@ -7,10 +7,10 @@
 
 use super::files::{self, Loaded, StoredLetter};
 use super::shared;
-use crate::replication::state_file::StateFileError;
+use crate::replication::state_file::{on_blocking_thread, StateFileError};
 use crate::replication::state_store::StateStore;
 use bytes::Bytes;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The letters' storage.
 #[derive(Debug)]
@@ -24,21 +24,6 @@ pub(super) enum LetterStore {
     },
     /// The log's database.
     Postgres(pglog::PgLog),
-}
-
-/// Runs blocking file work off the runtime's threads.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    dir: &Path,
-    work: impl FnOnce() -> Result<T, StateFileError> + Send + 'static,
-) -> Result<T, StateFileError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(StateFileError::Io {
-            context: what,
-            path: dir.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })
-    })
 }
 
 impl LetterStore {
@@ -58,7 +43,7 @@ impl LetterStore {
         match self {
             LetterStore::Files { data_dir, dir } => {
                 let root = data_dir.clone();
-                blocking("loading dead letters in", dir, move || files::load(&root)).await
+                on_blocking_thread("loading dead letters in", dir, move || files::load(&root)).await
             }
             LetterStore::Postgres(log) => shared::load(log).await,
         }
@@ -73,7 +58,7 @@ impl LetterStore {
         match self {
             LetterStore::Files { dir, .. } => {
                 let d = dir.clone();
-                blocking("storing a dead letter in", dir, move || {
+                on_blocking_thread("storing a dead letter in", dir, move || {
                     files::store_new(&d, &stored, &record)
                 })
                 .await
@@ -87,7 +72,7 @@ impl LetterStore {
         match self {
             LetterStore::Files { dir, .. } => {
                 let d = dir.clone();
-                blocking("storing a dead letter in", dir, move || {
+                on_blocking_thread("storing a dead letter in", dir, move || {
                     files::store_meta(&d, &stored)
                 })
                 .await
@@ -105,7 +90,7 @@ impl LetterStore {
         match self {
             LetterStore::Files { dir, .. } => {
                 let d = dir.clone();
-                blocking("removing a dead letter in", dir, move || {
+                on_blocking_thread("removing a dead letter in", dir, move || {
                     files::delete(&d, id, high_water)
                 })
                 .await
@@ -119,7 +104,7 @@ impl LetterStore {
         match self {
             LetterStore::Files { dir, .. } => {
                 let d = dir.clone();
-                blocking("storing a dead letter id in", dir, move || {
+                on_blocking_thread("storing a dead letter id in", dir, move || {
                     files::store_next_id(&d, next_id)
                 })
                 .await
@@ -133,7 +118,7 @@ impl LetterStore {
         match self {
             LetterStore::Files { dir, .. } => {
                 let d = dir.clone();
-                blocking("reading a dead letter in", dir, move || {
+                on_blocking_thread("reading a dead letter in", dir, move || {
                     files::read_record(&d, id)
                 })
                 .await
