@@ -41,9 +41,8 @@ pub(super) async fn execute(
     match (result, class) {
         (Ok(response), AttemptClass::Answer) if response.status.is_success() => {
             // A fresh answer (not "already done") is learned from itself.
-            let response = match rep.learn(index, lsn, work, response.clone(), false).await {
-                Ok(learned) => learned,
-                Err(_) => response,
+            let response = match rep.learn(index, lsn, work, response, false).await {
+                Ok(learned) | Err((_, learned)) => learned,
             };
             rep.progress[index].count_applied(false);
             let response = rep.to_client(index, work, response);
@@ -182,7 +181,7 @@ pub(super) async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: 
                 let already = outcome == ReplayOutcome::AlreadyDone;
                 let response = match rep.learn(index, lsn, work, response, already).await {
                     Ok(response) => response,
-                    Err(why) => {
+                    Err((why, _)) => {
                         progress.count_retry(why.clone());
                         let delay =
                             backoff(rep.settings.retry_base, rep.settings.retry_cap, attempt);

@@ -385,7 +385,7 @@ impl Replicator {
                 let already = outcome == crate::chroma::ReplayOutcome::AlreadyDone;
                 self.learn(index, letter.lsn, &work, response, already)
                     .await
-                    .map_err(GatewayError::service_unavailable)?;
+                    .map_err(|(why, _)| GatewayError::service_unavailable(why))?;
                 self.dead_letters
                     .remove(id)
                     .await

@@ -90,10 +90,11 @@ impl Replicator {
 
     /// Updates the id map after server `index` applied `work` (or found it
     /// already done), and returns the answer to give a client: for "already
-    /// done" answers, the answer the write would have had. `Err` when a
-    /// create was found already done but the collection it made could not
-    /// be looked up there: nothing links it yet, so the entry must be tried
-    /// again, not counted as applied.
+    /// done" answers, the answer the write would have had. `Err` (why, and
+    /// the answer back) when a create was found already done but the
+    /// collection it made could not be looked up there: nothing links it
+    /// yet, so the entry must be tried again, not counted as applied. A
+    /// fresh answer (`already_done` false) is never an `Err`.
     pub(super) async fn learn(
         &self,
         index: usize,
@@ -101,7 +102,7 @@ impl Replicator {
         work: &Work,
         response: UpstreamResponse,
         already_done: bool,
-    ) -> Result<UpstreamResponse, String> {
+    ) -> Result<UpstreamResponse, (String, UpstreamResponse)> {
         let Some(route) = &work.route else {
             return Ok(response);
         };
@@ -136,10 +137,11 @@ impl Replicator {
                         found
                     }
                     None if already_done => {
-                        return Err(format!(
+                        let why = format!(
                             "the collection LSN {lsn} creates exists already, and looking it \
                              up by name failed"
-                        ))
+                        );
+                        return Err((why, response));
                     }
                     None => response,
                 }
