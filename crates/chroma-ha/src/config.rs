@@ -130,6 +130,13 @@ pub mod defaults {
     pub const MAX_DEAD_LETTERS: usize = 10_000;
     /// Log filter.
     pub const LOG_LEVEL: &str = "info";
+    /// `log.lease_time`: how long a leader's claim on a shared log lasts.
+    pub const LEASE_TIME: Duration = Duration::from_secs(5);
+    /// `log.renew_interval`: how often the leader renews it (and followers
+    /// look for a leader).
+    pub const RENEW_INTERVAL: Duration = Duration::from_secs(1);
+    /// `log.hold_requests_for`: how long a request waits for a leader.
+    pub const HOLD_REQUESTS_FOR: Duration = Duration::from_secs(15);
 }
 
 /// The complete, validated gateway configuration. Every value here has passed
@@ -165,6 +172,27 @@ pub struct Config {
     /// Where the log is kept: `None`, the file log in `data_dir/wal`; a
     /// PostgreSQL URL, the log in that database (migrated at start).
     pub log_url: Option<Secret>,
+    /// How gateways sharing a log in PostgreSQL elect and find a leader.
+    pub cluster: ClusterConfig,
+}
+
+/// How the gateways sharing one log in PostgreSQL elect a leader and reach
+/// it. Unused with the file log (one gateway, always leading).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This gateway's name, unique among those sharing the log (default:
+    /// its advertised URL's host and port).
+    pub name: String,
+    /// Where the other gateways forward requests to this one
+    /// (`http://host:port`; default: from `listen`, with the machine's host
+    /// name for an unspecified address).
+    pub advertise_url: String,
+    /// How long a claim on the lease lasts (> 2 × `renew_interval`).
+    pub lease_time: Duration,
+    /// How often the leader renews, and followers look for a leader.
+    pub renew_interval: Duration,
+    /// How long a request waits for a leader before a 503.
+    pub hold_requests_for: Duration,
 }
 
 /// One Chroma server behind the gateway.

@@ -20,6 +20,8 @@
 //!   `/status`, `/metrics`, `/admin/…` and the status page.
 //! - [`config`]: every setting, from defaults, TOML, the Python balancer's
 //!   environment names, `CHROMA_HA_*` and flags.
+//! - [`cluster`]: several gateways on one log in PostgreSQL — the lease
+//!   loop, the roles, forwarding to the leader.
 //! - [`gateway`]: wires it together and serves until Ctrl-C / SIGTERM.
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
@@ -32,6 +34,7 @@ pub mod backend;
 pub mod check;
 pub mod chroma;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod http;

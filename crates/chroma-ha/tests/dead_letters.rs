@@ -167,6 +167,7 @@ async fn a_full_dead_letter_list_stops_the_refusing_server_at_the_entry_until_ro
         config: Arc::new(c.config.clone()),
         metrics: Arc::new(Metrics::new().unwrap()),
         warned_shapes: Default::default(),
+        cluster: None,
     };
     let status = chroma_ha::http::status::collect(&app);
     assert!(status.dead_letters_full);

@@ -12,8 +12,9 @@
 //!   so a holder that stops acting at `valid_until` has stopped before any
 //!   successor can take the lease, without trusting the two clocks to
 //!   agree on the time of day, only on the length of a second.
-//! - Writes of shared state carry the epoch ([`PgLog::fence`]) and are
-//!   refused ([`wal::WalError::Fenced`]) once a later epoch has begun.
+//! - Writes of shared state (appends, cursor commits, state documents)
+//!   carry the epoch ([`PgLog::fence`]) and are refused
+//!   ([`wal::WalError::Fenced`]) once a later epoch has begun.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ pub struct LeaderInfo {
     pub expires_in: Option<Duration>,
     /// How long ago it was last renewed.
     pub renewed_ago: Option<Duration>,
+    /// How long ago the epoch in force began.
+    pub term_age: Option<Duration>,
 }
 
 /// The outcome of [`PgLog::claim_lease`].
@@ -88,7 +91,8 @@ impl PgLog {
                     .query_one(
                         "SELECT holder, address, epoch, coalesce(expires_at > now(), false),
                                 extract(epoch FROM expires_at - now())::float8,
-                                extract(epoch FROM now() - renewed_at)::float8
+                                extract(epoch FROM now() - renewed_at)::float8,
+                                extract(epoch FROM now() - term_started_at)::float8
                          FROM chroma_ha_leader WHERE id = 1 FOR UPDATE",
                         &[],
                     )
@@ -105,6 +109,7 @@ impl PgLog {
                         epoch,
                         expires_in: duration(row.get(4)),
                         renewed_ago: duration(row.get(5)),
+                        term_age: duration(row.get(6)),
                     }));
                 }
                 let new_term = !(live && ours);
@@ -112,9 +117,16 @@ impl PgLog {
                 tx.execute(
                     "UPDATE chroma_ha_leader SET holder = $1, address = $2, epoch = $3,
                          expires_at = now() + make_interval(secs => $4),
-                         renewed_at = now()
+                         renewed_at = now(),
+                         term_started_at = CASE WHEN $5 THEN now() ELSE term_started_at END
                      WHERE id = 1",
-                    &[&holder, &address, &(epoch as i64), &seconds(lease_time)],
+                    &[
+                        &holder,
+                        &address,
+                        &(epoch as i64),
+                        &seconds(lease_time),
+                        &new_term,
+                    ],
                 )
                 .await
                 .map_err(unavailable(context))?;
@@ -139,7 +151,8 @@ impl PgLog {
                     .query_one(
                         "SELECT holder, address, epoch,
                                 extract(epoch FROM expires_at - now())::float8,
-                                extract(epoch FROM now() - renewed_at)::float8
+                                extract(epoch FROM now() - renewed_at)::float8,
+                                extract(epoch FROM now() - term_started_at)::float8
                          FROM chroma_ha_leader WHERE id = 1",
                         &[],
                     )
@@ -151,6 +164,7 @@ impl PgLog {
                     epoch: row.get::<_, i64>(2) as u64,
                     expires_in: duration(row.get(3)),
                     renewed_ago: duration(row.get(4)),
+                    term_age: duration(row.get(5)),
                 })
             })
             .await
@@ -177,18 +191,21 @@ impl PgLog {
             .await
     }
 
-    /// From now on this process's writes of shared state (cursor commits)
-    /// carry `epoch` and are refused once a later epoch has begun. `0`
+    /// From now on this process's writes of shared state (appends, cursor
+    /// commits, state documents) carry `epoch` and are refused once a later epoch has begun. `0`
     /// turns fencing off (a single gateway without a lease).
     pub fn fence(&self, epoch: u64) {
         self.inner.fence.store(epoch, Ordering::Release);
     }
 }
 
-/// Inside `tx`: refuses with `Fenced` when this process fences its writes
+/// Inside the transaction open on `tx`: refuses with `Fenced` when this process fences its writes
 /// with an epoch (`fence` > 0) and a later one has begun. Holds the lease
 /// row (shared) until `tx` ends, so no new term can begin meanwhile.
-pub(crate) async fn check_fence(tx: &tokio_postgres::Transaction<'_>, fence: u64) -> Result<()> {
+pub(crate) async fn check_fence<C: deadpool_postgres::GenericClient + Sync>(
+    tx: &C,
+    fence: u64,
+) -> Result<()> {
     if fence == 0 {
         return Ok(());
     }

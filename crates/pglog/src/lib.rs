@@ -27,15 +27,18 @@
 //! - Past `max_bytes` of payload held, appends fail with `LogFull`;
 //!   `append_uncapped` is exempt.
 //!
-//! ## Tables (schema version 3)
+//! ## Tables (schema version 4)
 //!
 //! ```text
 //! chroma_ha_schema       (version int)                  applied migrations
 //! chroma_ha_log_head     (id = 1, last_lsn, first_lsn, bytes)
 //! chroma_ha_log_entries  (lsn bigint primary key, batch bigint, payload bytea)
 //! chroma_ha_log_cursors  (name text primary key, lsn bigint)
-//! chroma_ha_leader       (id = 1, holder, address, epoch, expires_at, renewed_at)
+//! chroma_ha_leader       (id = 1, holder, address, epoch, expires_at, renewed_at,
+//!                         term_started_at)
 //! chroma_ha_state        (key text primary key, value bytea, epoch, updated_at)
+//! chroma_ha_gateways     (name text primary key, address, role, epoch, started_at,
+//!                         seen_at)                       informative registry
 //! ```
 //!
 //! The leader lease and its fencing rules are in [`lease`].
@@ -61,6 +64,7 @@
 //!
 //! - [`schema`]: the migrations and the version check.
 //! - [`lease`]: the leader lease, epochs and fencing.
+//! - [`gateways`]: the registry of processes sharing the log.
 //! - [`log`]: [`PgLog`]: connect, append, cursors.
 //! - `writer`: group commit, and settling commits whose answer was lost.
 //! - [`state`]: shared state documents, replaced whole and fenced.
@@ -69,6 +73,7 @@
 //!   woken at once by this process's own appends).
 //! - [`testing`]: a throwaway PostgreSQL cluster for tests and benchmarks.
 
+pub mod gateways;
 pub mod import;
 pub mod lease;
 pub mod log;
@@ -78,6 +83,7 @@ pub mod state;
 pub mod testing;
 mod writer;
 
+pub use gateways::{GatewayReport, GatewayRow};
 pub use import::ImportError;
 pub use lease::{Claim, LeaderInfo, Leadership};
 pub use log::{CommitHook, ConnectError, PgLog, PgLogOptions, PgLogStats};

@@ -40,6 +40,13 @@ pub struct PgLogOptions {
     /// Told each committed append transaction's duration (from taking a
     /// connection to the COMMIT's answer), for metrics.
     pub on_commit: Option<CommitHook>,
+    /// PostgreSQL ends a session of this process that stays idle this
+    /// long inside a transaction (`idle_in_transaction_session_timeout`).
+    /// This process sends a transaction's statements back to back, so
+    /// only a process stopped or starved mid-transaction trips it, and
+    /// then the locks it holds (the head row, the lease row) are freed
+    /// instead of blocking every other process until it runs again.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 /// A callback for [`PgLogOptions::on_commit`].
@@ -64,6 +71,7 @@ impl Default for PgLogOptions {
             resolve_for: Duration::from_secs(30),
             delete_batch: 10_000,
             on_commit: None,
+            idle_in_transaction_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -199,6 +207,10 @@ impl PgLog {
         let mut config = Config::new();
         config.url = Some(url.to_string());
         config.connect_timeout = Some(options.op_timeout);
+        config.options = Some(format!(
+            "-c idle_in_transaction_session_timeout={}",
+            options.idle_in_transaction_timeout.as_millis().max(1)
+        ));
         config.manager = Some(ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         });

@@ -3,7 +3,7 @@
 use tokio_postgres::Client;
 
 /// The schema version this build writes and understands.
-pub const LATEST: i32 = 3;
+pub const LATEST: i32 = 4;
 
 /// An arbitrary key for `pg_advisory_xact_lock`: processes that connect at
 /// the same moment migrate one after the other.
@@ -45,6 +45,16 @@ const MIGRATIONS: &[&str] = &[
          epoch bigint NOT NULL,
          updated_at timestamptz NOT NULL DEFAULT now()
      );",
+    // 4: the gateways sharing the log, and when the leader's term began.
+    "CREATE TABLE chroma_ha_gateways (
+         name text PRIMARY KEY,
+         address text NOT NULL,
+         role text NOT NULL,
+         epoch bigint NOT NULL,
+         started_at timestamptz NOT NULL,
+         seen_at timestamptz NOT NULL
+     );
+     ALTER TABLE chroma_ha_leader ADD COLUMN term_started_at timestamptz;",
 ];
 
 /// What [`migrate`] found wrong.

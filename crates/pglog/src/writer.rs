@@ -2,6 +2,7 @@
 //! and what happens when a COMMIT's answer is lost (look it up; if it
 //! cannot be looked up, settle it before any other append gets LSNs).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -266,6 +267,8 @@ async fn plan_and_send(
             .await
             .map_err(&fail)?;
         let (mut last, mut bytes) = (head.get::<_, i64>(0) as u64, head.get::<_, i64>(1) as u64);
+        // A deposed leader appends nothing once a later term has begun.
+        crate::lease::check_fence(&*client, inner.fence.load(Ordering::Acquire)).await?;
         let max = inner.options.max_bytes;
         let mut answers = Vec::with_capacity(batch.len());
         let mut lsns: Vec<i64> = Vec::new();
@@ -366,6 +369,10 @@ fn copy_error(e: &WalError) -> WalError {
             reason: reason.clone(),
         },
         WalError::Closed => WalError::Closed,
+        WalError::Fenced { held, current } => WalError::Fenced {
+            held: *held,
+            current: *current,
+        },
         other => WalError::Unavailable {
             context: "appending".into(),
             reason: other.to_string(),

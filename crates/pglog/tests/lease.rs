@@ -93,7 +93,7 @@ async fn a_released_lease_is_taken_at_once_by_the_next_claimant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deposed_leaders_cursor_commits_are_refused_and_its_successors_are_not() {
+async fn a_deposed_leaders_appends_and_cursor_commits_are_refused_and_its_successors_are_not() {
     let pg = TestPostgres::start();
     let (a, b) = (process(&pg).await, process(&pg).await);
     for i in 0..3 {
@@ -116,9 +116,15 @@ async fn a_deposed_leaders_cursor_commits_are_refused_and_its_successors_are_not
         Err(WalError::Fenced { .. }) => {}
         other => panic!("a deposed leader removed a cursor: {other:?}"),
     }
+    match a.append(Bytes::from_static(b"late")).await {
+        Err(WalError::Fenced { .. }) => {}
+        other => panic!("a deposed leader appended: {other:?}"),
+    }
     b.commit_cursor("primary", 3).await.unwrap();
+    assert_eq!(b.append(Bytes::from_static(b"r3")).await.unwrap(), 4);
     let reopened = process(&pg).await;
     assert_eq!(reopened.cursors().get("primary"), Some(&3));
+    assert_eq!(reopened.last_lsn(), 4, "the refused append left nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -160,4 +166,53 @@ async fn of_eight_processes_claiming_at_the_same_moment_exactly_one_leads_and_th
         named.iter().all(|h| h.as_deref() == Some(leader.as_str())),
         "every follower names {leader}: {named:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_sees_the_others_in_the_registry_with_their_roles_and_the_terms_age() {
+    let pg = TestPostgres::start();
+    let (a, b) = (process(&pg).await, process(&pg).await);
+    let term = leads(a.claim_lease("a", "http://a:1", LEASE).await.unwrap());
+    for (log, name, role, first) in [(&a, "a", "leader", true), (&b, "b", "follower", true)] {
+        let report = pglog::GatewayReport {
+            name,
+            address: &format!("http://{name}:1"),
+            role,
+            epoch: term.epoch,
+            first,
+        };
+        log.report_gateway(&report).await.unwrap();
+    }
+    let report = pglog::GatewayReport {
+        name: "b",
+        address: "http://b:2",
+        role: "follower",
+        epoch: term.epoch,
+        first: false,
+    };
+    b.report_gateway(&report).await.unwrap();
+    let rows = a.gateways().await.unwrap();
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.address.as_str(),
+                r.role.as_str(),
+                r.epoch,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a", "http://a:1", "leader", 1),
+            ("b", "http://b:2", "follower", 1)
+        ]
+    );
+    assert!(rows.iter().all(|r| r.seen_ago < Duration::from_secs(5)));
+    let info = b.leader().await.unwrap();
+    assert!(info
+        .term_age
+        .is_some_and(|age| age < Duration::from_secs(5)));
 }

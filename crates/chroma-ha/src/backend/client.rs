@@ -14,6 +14,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::classify::{classify_response, AttemptClass};
+use super::gate::SendGate;
 use crate::config::{Config, Credentials, ServerConfig};
 
 /// Connection settings shared by every server's client.
@@ -102,6 +103,13 @@ pub enum TransportError {
         /// Cause chain.
         detail: String,
     },
+    /// This gateway does not hold the leader lease of its shared log: the
+    /// request was not sent, and says nothing about the server.
+    #[error("server '{server}': not sent: this gateway does not lead the shared log")]
+    NotLeading {
+        /// Server name.
+        server: String,
+    },
     /// The request could not be built (bad path or header); it was not sent.
     #[error("server '{server}': cannot send {method} {path}: {detail}")]
     InvalidRequest {
@@ -156,6 +164,7 @@ pub struct BackendClient {
     http: reqwest::Client,
     credentials: Option<(HeaderName, HeaderValue)>,
     request_timeout: Duration,
+    gate: SendGate,
 }
 
 impl fmt::Debug for BackendClient {
@@ -246,7 +255,14 @@ impl BackendClient {
             http,
             credentials,
             request_timeout: settings.request_timeout,
+            gate: SendGate::open(),
         })
+    }
+
+    /// This client, sending only while `gate` is open.
+    pub fn with_gate(mut self, gate: SendGate) -> Self {
+        self.gate = gate;
+        self
     }
 
     fn credential_header(c: &Credentials) -> Option<(HeaderName, HeaderValue)> {
@@ -307,6 +323,11 @@ impl BackendClient {
                 method,
                 path: path_and_query.to_string(),
                 detail: "path does not start with '/'".to_string(),
+            });
+        }
+        if !self.gate.pass(timeout).await {
+            return Err(TransportError::NotLeading {
+                server: self.name.to_string(),
             });
         }
         strip_hop_by_hop(&mut headers);

@@ -361,6 +361,7 @@ impl Health {
         let class = classify(result);
         match (class, result) {
             (AttemptClass::Answer, _) => self.mark_success(),
+            (_, Err(TransportError::NotLeading { .. })) => {}
             (_, Err(e @ TransportError::Connect { .. })) => self.mark_down(&e.to_string()),
             (_, Err(e)) => self.mark_failure(&e.to_string()),
             (_, Ok(r)) => {

@@ -4,12 +4,15 @@
 //!
 //! - [`client`]: [`BackendClient`], [`UpstreamResponse`], [`TransportError`].
 //! - [`mod@classify`]: [`AttemptClass`]: answer or transient failure.
+//! - [`gate`]: [`SendGate`]: whether this gateway may send to Chroma now
+//!   (it holds the leader lease of a shared log).
 //! - [`health`]: the rise/fall/drain state machine ([`Health`]).
 //! - [`probe`]: the heartbeat probe and its loop.
 //! - [`set`]: [`Backends`], all servers in priority order, and their probes.
 
 pub mod classify;
 pub mod client;
+pub mod gate;
 pub mod health;
 pub mod probe;
 pub mod set;
@@ -19,6 +22,7 @@ pub use client::{
     strip_hop_by_hop, BackendClient, ClientBuildError, ClientSettings, TransportError,
     UpstreamResponse,
 };
+pub use gate::{GateControl, SendGate};
 pub use health::{Health, HealthSnapshot, HealthState, Thresholds};
 pub use probe::{heartbeat, run_probe_loop, ProbeError, HEARTBEAT_PATH};
 pub use set::{Backend, Backends, ProbeTasks};

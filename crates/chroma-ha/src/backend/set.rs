@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client::{BackendClient, ClientBuildError, ClientSettings};
+use super::gate::SendGate;
 use super::health::{Health, Thresholds};
 use super::probe;
 use crate::config::{Config, HealthConfig, ServerConfig};
@@ -87,6 +88,12 @@ impl Backends {
     /// Builds a client and a health record (state `Unknown`) for every server
     /// of `config`. Does not connect and needs no runtime.
     pub fn new(config: &Config) -> Result<Self, ClientBuildError> {
+        Self::gated(config, &SendGate::open())
+    }
+
+    /// Like [`new`](Self::new), with clients that send only while `gate`
+    /// is open.
+    pub fn gated(config: &Config, gate: &SendGate) -> Result<Self, ClientBuildError> {
         let settings = ClientSettings::from_config(config);
         let thresholds = Thresholds::from_config(&config.health);
         let (changes, _) = watch::channel(0u64);
@@ -95,7 +102,7 @@ impl Backends {
                 Ok(Arc::new(Backend {
                     config: server.clone(),
                     priority,
-                    client: BackendClient::new(server, &settings)?,
+                    client: BackendClient::new(server, &settings)?.with_gate(gate.clone()),
                     health: Health::with_group(server.name.clone(), thresholds, changes.clone()),
                 }))
             };

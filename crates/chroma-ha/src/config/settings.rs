@@ -75,6 +75,11 @@ pub(super) struct Draft {
     pub(super) admin_token: Option<Secret>,
     pub(super) log_level: String,
     pub(super) log_url: Option<Secret>,
+    pub(super) gateway_name: Option<String>,
+    pub(super) advertise_url: Option<String>,
+    pub(super) lease_time: Duration,
+    pub(super) renew_interval: Duration,
+    pub(super) hold_requests_for: Duration,
 }
 
 impl Default for Draft {
@@ -110,6 +115,11 @@ impl Default for Draft {
             admin_token: None,
             log_level: defaults::LOG_LEVEL.to_string(),
             log_url: None,
+            gateway_name: None,
+            advertise_url: None,
+            lease_time: defaults::LEASE_TIME,
+            renew_interval: defaults::RENEW_INTERVAL,
+            hold_requests_for: defaults::HOLD_REQUESTS_FOR,
         }
     }
 }
@@ -243,6 +253,34 @@ pub(super) static SETTINGS: &[Setting] = &[
         d.log_url = Some(parse::postgres_url(v)?);
         Ok(())
     })),
+    setting("log.gateway_name", "CHROMA_HA_GATEWAY_NAME", |d, v, _| {
+        d.gateway_name = Some(parse::server_name(v)?);
+        Ok(())
+    }),
+    setting("log.advertise_url", "CHROMA_HA_ADVERTISE_URL", |d, v, _| {
+        d.advertise_url = Some(parse::server_url(v)?);
+        Ok(())
+    }),
+    setting("log.lease_time", "CHROMA_HA_LEASE_TIME", |d, v, _| {
+        d.lease_time = parse::positive_duration(v)?;
+        Ok(())
+    }),
+    setting(
+        "log.renew_interval",
+        "CHROMA_HA_LEASE_RENEW_INTERVAL",
+        |d, v, _| {
+            d.renew_interval = parse::positive_duration(v)?;
+            Ok(())
+        },
+    ),
+    setting(
+        "log.hold_requests_for",
+        "CHROMA_HA_HOLD_REQUESTS_FOR",
+        |d, v, _| {
+            d.hold_requests_for = parse::positive_duration(v)?;
+            Ok(())
+        },
+    ),
     setting("log_level", "CHROMA_HA_LOG_LEVEL", |d, v, _| {
         d.log_level = parse::log_level(v)?;
         Ok(())

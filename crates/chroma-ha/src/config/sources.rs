@@ -11,8 +11,8 @@ use super::settings::{
     apply, find, invalid, ConsistencyMode, Draft, ServerDraft, LEGACY_PORT, SETTINGS,
 };
 use super::{
-    Config, ConfigError, FsyncMode, FsyncPolicy, HealthConfig, ReadConfig, ReadConsistency,
-    ReplicationConfig, ServeArgs, ServerConfig, WalConfig,
+    ClusterConfig, Config, ConfigError, FsyncMode, FsyncPolicy, HealthConfig, ReadConfig,
+    ReadConsistency, ReplicationConfig, ServeArgs, ServerConfig, WalConfig,
 };
 
 fn env_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -168,6 +168,16 @@ fn finish(d: Draft) -> Result<Config, ConfigError> {
             ),
         });
     }
+    if d.renew_interval * 2 >= d.lease_time {
+        return Err(ConfigError::Conflict {
+            setting: "log.renew_interval".to_string(),
+            reason: format!(
+                "{:?} is not less than half of log.lease_time ({:?}): one late renewal would \
+                 lose the lease",
+                d.renew_interval, d.lease_time
+            ),
+        });
+    }
     if d.retry_base > d.retry_cap {
         return Err(ConfigError::Conflict {
             setting: "replication.retry_base".to_string(),
@@ -223,6 +233,14 @@ fn finish(d: Draft) -> Result<Config, ConfigError> {
         admin_token: d.admin_token,
         log_level: d.log_level,
         log_url: d.log_url,
+        cluster: cluster_config(
+            d.listen,
+            d.gateway_name,
+            d.advertise_url,
+            d.lease_time,
+            d.renew_interval,
+            d.hold_requests_for,
+        ),
     })
 }
 
@@ -240,4 +258,53 @@ pub(crate) fn build(
     apply_env(&mut d, env)?;
     apply_flags(&mut d, args)?;
     finish(d)
+}
+
+/// The machine's host name, for a default advertised address.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn cluster_config(
+    listen: std::net::SocketAddr,
+    name: Option<String>,
+    advertise_url: Option<String>,
+    lease_time: std::time::Duration,
+    renew_interval: std::time::Duration,
+    hold_requests_for: std::time::Duration,
+) -> ClusterConfig {
+    let advertise_url = advertise_url.unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            format!("http://{}:{}", host_name(), listen.port())
+        } else {
+            format!("http://{listen}")
+        }
+    });
+    let advertise_url = advertise_url.trim_end_matches('/').to_string();
+    let name = name.unwrap_or_else(|| {
+        let authority = advertise_url.split("://").nth(1).unwrap_or(&advertise_url);
+        authority
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect()
+    });
+    ClusterConfig {
+        name,
+        advertise_url,
+        lease_time,
+        renew_interval,
+        hold_requests_for,
+    }
 }

@@ -813,6 +813,7 @@ fn example_file_documents_every_key_and_parses() {
     assert_eq!(c.max_body_bytes, d.max_body_bytes);
     assert_eq!(c.data_dir, d.data_dir);
     assert_eq!(c.log_level, d.log_level);
+    assert_eq!(c.cluster, d.cluster);
     for key in settings::toml_keys() {
         let leaf = key.rsplit('.').next().unwrap();
         let documented = text.contains(&format!("[{key}]"))
@@ -831,4 +832,35 @@ fn example_file_documents_every_key_and_parses() {
     for name in env_names() {
         assert!(text.contains(name), "example does not mention {name}");
     }
+}
+
+#[test]
+fn lease_settings_come_from_the_log_table_and_a_renewal_slower_than_half_the_lease_is_refused() {
+    let text = r#"
+primary = "http://p:8000"
+listen = "127.0.0.1:9000"
+[log]
+url = "postgres://u@db/x"
+gateway_name = "gw-a"
+lease_time = "3s"
+renew_interval = "0.5s"
+hold_requests_for = "20s"
+"#;
+    let c = Config::from_toml_str(text, Path::new("t.toml")).unwrap();
+    assert_eq!(c.cluster.name, "gw-a");
+    assert_eq!(c.cluster.advertise_url, "http://127.0.0.1:9000");
+    assert_eq!(c.cluster.lease_time, Duration::from_secs(3));
+    assert_eq!(c.cluster.renew_interval, Duration::from_millis(500));
+    assert_eq!(c.cluster.hold_requests_for, Duration::from_secs(20));
+    let slow = text.replace("renew_interval = \"0.5s\"", "renew_interval = \"1.5s\"");
+    let e = Config::from_toml_str(&slow, Path::new("t.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("log.renew_interval") && e.contains("half"),
+        "{e}"
+    );
+    let unnamed = text.replace("gateway_name = \"gw-a\"\n", "");
+    let c = Config::from_toml_str(&unnamed, Path::new("t.toml")).unwrap();
+    assert_eq!(c.cluster.name, "127.0.0.1-9000", "named after its address");
 }

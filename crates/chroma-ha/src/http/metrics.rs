@@ -393,6 +393,17 @@ impl Metrics {
         }
         self.dead_letters_full
             .set(i64::from(rep.dead_letters().is_full()));
+        self.encode()
+    }
+
+    /// The registry, for metrics kept elsewhere (the cluster's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Renders what is recorded as Prometheus text, without reading the
+    /// replication core (a follower has none running).
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "encoding metrics failed");

@@ -27,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Unknown path shapes already warned about.
     pub warned_shapes: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The gateways sharing the log, when it is in PostgreSQL.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The gateway's router.

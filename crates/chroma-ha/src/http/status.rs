@@ -145,6 +145,9 @@ pub struct Status {
     pub write_ahead_log: WalStatus,
     /// Every server, primary first.
     pub instances: Vec<InstanceStatus>,
+    /// The gateways sharing the log, when it is in PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::view::ClusterStatus>,
 }
 
 /// Builds the status document.
@@ -250,6 +253,7 @@ pub fn collect(app: &AppState) -> Status {
             undecided: rep.undecided(),
         },
         instances,
+        cluster: app.cluster.as_deref().map(crate::cluster::view::collect),
     }
 }
 

@@ -311,7 +311,23 @@ impl Replicator {
         backends: Arc<Backends>,
         on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
     ) -> Result<Arc<Replicator>, StartError> {
+        Self::start_fenced(config, backends, on_fsync, 0).await
+    }
+
+    /// Like [`start`](Self::start), as the leader of term `epoch` of a
+    /// shared log: every write to the log, from the first, is refused once
+    /// a later term has begun. `0`: not fenced (the file log, or a single
+    /// gateway on PostgreSQL).
+    pub async fn start_fenced(
+        config: &Config,
+        backends: Arc<Backends>,
+        on_fsync: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
+        epoch: u64,
+    ) -> Result<Arc<Replicator>, StartError> {
         let (log, recovery, fsync) = open_log(config, on_fsync).await?;
+        if let ReplicationLog::Postgres(log) = &log {
+            log.fence(epoch);
+        }
         let wal_err = |source| StartError::Wal {
             dir: describe_log(config),
             source,
@@ -484,6 +500,15 @@ impl Replicator {
             }
         }
         Ok(replicator)
+    }
+
+    /// From now on, fences the shared log's writes with `epoch` (the
+    /// leader took the lease again in a new term; see
+    /// [`crate::cluster`]). Nothing for the file log.
+    pub fn fence(&self, epoch: u64) {
+        if let ReplicationLog::Postgres(log) = &self.wal {
+            log.fence(epoch);
+        }
     }
 
     /// The log.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::verify::{verify, Verification};
 use super::workload::{Outcome, WorkloadResult};
-use super::{log_lines, status_now, summary_line, wait_caught_up, Cluster};
+use super::{status_now, summary_line, wait_caught_up, Deployment};
 
 pub const CATCH_UP: Duration = Duration::from_secs(60);
 /// Bound of every "the workload makes progress" wait.
@@ -90,7 +90,7 @@ pub fn assert_unknown_only_at_kills(
 #[allow(clippy::too_many_arguments)]
 pub fn finish(
     test: &str,
-    cluster: &Cluster,
+    cluster: &impl Deployment,
     result: &WorkloadResult,
     prefix: &str,
     extra_scopes: &[(&str, &str)],
@@ -140,12 +140,12 @@ pub fn finish(
 
 /// Asserts that the gateway has no dead letters (replays of committed
 /// entries after faults must never look like divergence).
-pub fn assert_no_dead_letters(test: &str, cluster: &Cluster) {
+pub fn assert_no_dead_letters(test: &str, cluster: &impl Deployment) {
     let s = status_now(&cluster.gw());
     assert_eq!(
         s["write_ahead_log"]["dead_letters"],
         0,
         "{test}: unexpected dead letters; gateway log:\n{}",
-        log_lines(&cluster.gateway, &["divergence", "dead"], 20).join("\n")
+        cluster.gateway_log(&["divergence", "dead"], 20).join("\n")
     );
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod trio;
 pub mod verify;
 pub mod workload;
 
@@ -122,6 +123,30 @@ impl Cluster {
                 .map(|s| s["ready"] == Value::Bool(true) && s["healthy_instances"] == 2)
                 .unwrap_or(false)
         });
+    }
+}
+
+/// What the shared checks need of a test's deployment.
+pub trait Deployment {
+    /// The base URL of a gateway that answers `/status` for the servers.
+    fn gw(&self) -> String;
+    /// Every server's URL, primary first.
+    fn server_urls(&self) -> Vec<String>;
+    /// Lines of the gateways' logs holding one of `needles`, at most `max`.
+    fn gateway_log(&self, needles: &[&str], max: usize) -> Vec<String>;
+}
+
+impl Deployment for Cluster {
+    fn gw(&self) -> String {
+        Cluster::gw(self)
+    }
+
+    fn server_urls(&self) -> Vec<String> {
+        Cluster::server_urls(self)
+    }
+
+    fn gateway_log(&self, needles: &[&str], max: usize) -> Vec<String> {
+        log_lines(&self.gateway, needles, max)
     }
 }
 

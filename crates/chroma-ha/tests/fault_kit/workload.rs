@@ -420,7 +420,9 @@ impl WorkloadSpec {
 }
 
 struct Shared {
-    gateway: String,
+    /// The gateways, taken in turn by every request.
+    gateways: Vec<String>,
+    turn: std::sync::atomic::AtomicUsize,
     spec: WorkloadSpec,
     stop: AtomicBool,
     acked: AtomicU64,
@@ -430,6 +432,14 @@ struct Shared {
     stale_reads: Mutex<Vec<String>>,
     /// Logical ids of the fixed collections, by name.
     fixed: Vec<(String, String)>,
+}
+
+impl Shared {
+    /// The gateway of the next request.
+    fn gateway(&self) -> &str {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        &self.gateways[turn % self.gateways.len()]
+    }
 }
 
 /// What a finished workload saw.
@@ -529,6 +539,13 @@ impl Workload {
     /// Creates the fixed collections through the gateway (each must be
     /// acknowledged) and starts the tasks on their own runtime thread.
     pub fn start(gateway: &str, spec: WorkloadSpec) -> Workload {
+        Self::start_through(&[gateway.to_string()], spec)
+    }
+
+    /// Like [`start`](Self::start), with every request sent to the next
+    /// of `gateways` in turn (the fixed collections through the first).
+    pub fn start_through(gateways: &[String], spec: WorkloadSpec) -> Workload {
+        let gateway = gateways[0].as_str();
         let mut model = Model::default();
         let mut fixed = Vec::new();
         for i in 0..spec.collections {
@@ -548,7 +565,8 @@ impl Workload {
             fixed.push((name, id));
         }
         let shared = Arc::new(Shared {
-            gateway: gateway.to_string(),
+            gateways: gateways.to_vec(),
+            turn: Default::default(),
             spec,
             stop: AtomicBool::new(false),
             acked: AtomicU64::new(0),
@@ -627,7 +645,7 @@ impl Workload {
                  (acked so far {}); last writes: {:?}\ngateway status: {}",
                 self.acked(),
                 self.recent_writes(8),
-                super::status(&self.shared.gateway)
+                super::status(&self.shared.gateways[0])
                     .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default())
                     .unwrap_or_else(|| "<no answer>".into())
             );
@@ -786,7 +804,7 @@ async fn do_write(
     ids: &[String],
     contents: &[Content],
 ) -> Outcome {
-    let url = record_url(&s.gateway, coll_id, op.endpoint());
+    let url = record_url(s.gateway(), coll_id, op.endpoint());
     let body = record_body(ids, contents);
     let start = Instant::now();
     let result = send(client, reqwest::Method::POST, &url, Some(&body)).await;
@@ -836,7 +854,7 @@ async fn read_back(
     ids: &[String],
     contents: &[Content],
 ) {
-    let url = record_url(&s.gateway, coll_id, "get");
+    let url = record_url(s.gateway(), coll_id, "get");
     let body = json!({"ids": ids, "include": ["documents"]});
     let start = Instant::now();
     let result = send(client, reqwest::Method::POST, &url, Some(&body)).await;
@@ -968,7 +986,7 @@ async fn creator(s: Arc<Shared>) {
     while !s.stop.load(Ordering::SeqCst) {
         n += 1;
         let name = format!("{}-dyn{n}", s.spec.prefix);
-        let url = collections_url(&s.gateway, DATABASE);
+        let url = collections_url(s.gateway(), DATABASE);
         let body = json!({"name": name, "metadata": {"purpose": "faults", "n": n}});
         let start = Instant::now();
         let result = send(&client, reqwest::Method::POST, &url, Some(&body)).await;
@@ -1060,12 +1078,12 @@ async fn reader(s: Arc<Shared>, r: usize) {
         let (method, url, body) = match kind {
             0 => (
                 reqwest::Method::GET,
-                record_url(&s.gateway, &coll_id, "count"),
+                record_url(s.gateway(), &coll_id, "count"),
                 None,
             ),
             1 => (
                 reqwest::Method::POST,
-                record_url(&s.gateway, &coll_id, "get"),
+                record_url(s.gateway(), &coll_id, "get"),
                 Some(json!({"limit": 10, "include": ["documents", "metadatas"]})),
             ),
             _ => {
@@ -1074,7 +1092,7 @@ async fn reader(s: Arc<Shared>, r: usize) {
                     .collect();
                 (
                     reqwest::Method::POST,
-                    record_url(&s.gateway, &coll_id, "query"),
+                    record_url(s.gateway(), &coll_id, "query"),
                     Some(
                         json!({"query_embeddings": [q], "n_results": 3, "include": ["documents", "distances"]}),
                     ),

@@ -184,7 +184,8 @@ fn open_log(path: &Path, banner: &str) -> (File, File) {
     (f, g)
 }
 
-fn signal(pid: u32, sig: &str) {
+/// Sends signal `sig` (a name: `STOP`, `CONT`, `TERM`…) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
     let st = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
@@ -827,6 +828,24 @@ impl GatewayProcess {
     /// SIGKILL the process (by its PID) and reap it. No-op if not running.
     pub fn kill(&mut self) {
         kill_child(&mut self.child);
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its exit
+    /// status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Some(status);
+                }
+            } else {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// SIGTERM the process and wait up to `timeout` for it to exit; SIGKILL
