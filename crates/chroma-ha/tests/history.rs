@@ -57,7 +57,11 @@
 //! - `histories_with_gateway_and_server_kills_match_the_model`: seeds 101,
 //!   202, 303 × 7 crash rounds (21 rounds);
 //! - `a_history_with_the_log_in_postgres_and_kills_matches_the_model`: seed
-//!   404 × 7 crash rounds with the log and all state in PostgreSQL.
+//!   404 × 7 crash rounds with the log and all state in PostgreSQL;
+//! - `a_history_through_three_gateways_sharing_the_log_with_kills_matches_the_model`:
+//!   seed 505 × 10 crash rounds, three gateways on one PostgreSQL log, each
+//!   client sending to one of them, any gateway killed (leader or
+//!   follower) as well as the servers.
 //!
 //! Long mode: one run with the given seed (`random` picks one and prints
 //! it) and as many crash rounds as asked:
@@ -80,7 +84,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fault_kit::{serial, wait_caught_up, Cluster};
+use fault_kit::trio::Trio;
+use fault_kit::{serial, wait_caught_up, Cluster, Deployment};
 use history_kit::checker::{check, Report};
 use history_kit::sources::{read_log, read_server, LogAt, Logged};
 use history_kit::workload::Clients;
@@ -95,12 +100,29 @@ const SEGMENT_BYTES: u64 = 32 << 20;
 /// Seeds and rounds of CI mode.
 const CI_SEEDS: [u64; 3] = [101, 202, 303];
 const CI_ROUNDS: usize = 7;
+/// Crash rounds of the three-gateway history in CI.
+const THREE_GATEWAY_ROUNDS: usize = 10;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `HISTORY_SEED`: a number, or `random` (one is picked and printed);
+/// `None` when unset (CI mode).
+fn history_seed() -> Option<u64> {
+    let s = std::env::var("HISTORY_SEED")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let seed = if s == "random" {
+        rand::rng().random_range(1..1_000_000)
+    } else {
+        s.parse().expect("HISTORY_SEED is a number or `random`")
+    };
+    eprintln!("HISTORY_SEED={seed}");
+    Some(seed)
 }
 
 /// One run: what happened and what the checker found.
@@ -214,69 +236,182 @@ fn sleep_ms(rng: &mut StdRng, lo: u64, hi: u64) {
     std::thread::sleep(Duration::from_millis(rng.random_range(lo..hi)));
 }
 
+/// The gateways of a history: one, or three sharing a log in PostgreSQL.
+enum Gateways {
+    One(Cluster),
+    Three(Trio),
+}
+
+/// The admin token of the histories' gateways.
+const ADMIN_TOKEN: &str = "history-admin";
+
+impl Gateways {
+    /// A gateway that answers `/status` with the servers.
+    fn gw(&self) -> String {
+        match self {
+            Gateways::One(c) => c.gw(),
+            Gateways::Three(t) => Deployment::gw(t),
+        }
+    }
+
+    /// Where the clients send: every gateway.
+    fn client_urls(&self) -> Vec<String> {
+        match self {
+            Gateways::One(c) => vec![c.gw()],
+            Gateways::Three(t) => t.urls(),
+        }
+    }
+
+    fn server_urls(&self) -> Vec<String> {
+        match self {
+            Gateways::One(c) => c.server_urls(),
+            Gateways::Three(t) => Deployment::server_urls(t),
+        }
+    }
+
+    fn primary(&mut self) -> &mut ChromaServer {
+        match self {
+            Gateways::One(c) => &mut c.primary,
+            Gateways::Three(t) => &mut t.primary,
+        }
+    }
+
+    fn replica(&mut self) -> &mut ChromaServer {
+        match self {
+            Gateways::One(c) => &mut c.replica,
+            Gateways::Three(t) => &mut t.replica,
+        }
+    }
+
+    /// SIGKILLs a gateway (of three, one picked by `rng`); its name.
+    fn kill_gateway(&mut self, rng: &mut StdRng) -> usize {
+        match self {
+            Gateways::One(c) => {
+                c.gateway.kill();
+                0
+            }
+            Gateways::Three(t) => {
+                let i = rng.random_range(0..t.gateways.len());
+                t.gateways[i].kill();
+                i
+            }
+        }
+    }
+
+    fn restart_gateway(&mut self, i: usize) {
+        match self {
+            Gateways::One(c) => c.gateway.restart(),
+            Gateways::Three(t) => t.gateways[i].restart(),
+        }
+    }
+
+    /// Stops every gateway; whether all stopped cleanly.
+    fn terminate(&mut self) -> bool {
+        match self {
+            Gateways::One(c) => c.gateway.terminate(Duration::from_secs(10)),
+            Gateways::Three(t) => t
+                .gateways
+                .iter_mut()
+                .map(|g| g.terminate(Duration::from_secs(10)))
+                .fold(true, |all, one| all && one),
+        }
+    }
+}
+
 /// One crash round: a random pause, then one of the faults.
-fn fault(c: &mut Cluster, rng: &mut StdRng, t0: Instant) -> String {
+fn fault(c: &mut Gateways, rng: &mut StdRng, t0: Instant) -> String {
     sleep_ms(rng, 300, 1200);
     let at = t0.elapsed().as_secs_f64();
-    let what = match rng.random_range(0..10u32) {
-        0..=3 => {
-            c.gateway.kill();
-            sleep_ms(rng, 0, 300);
-            c.gateway.restart();
-            "gateway"
+    let gateway = |c: &mut Gateways, rng: &mut StdRng| -> String {
+        let i = c.kill_gateway(rng);
+        sleep_ms(rng, 0, 300);
+        c.restart_gateway(i);
+        match c {
+            Gateways::One(_) => "gateway".to_string(),
+            Gateways::Three(_) => format!("gateway{i}"),
         }
+    };
+    let what = match rng.random_range(0..10u32) {
+        0..=3 => gateway(c, rng),
         4..=5 => {
-            c.primary.kill();
+            c.primary().kill();
             sleep_ms(rng, 200, 1500);
-            c.primary.restart();
-            "primary"
+            c.primary().restart();
+            "primary".to_string()
         }
         6..=7 => {
-            c.replica.kill();
+            c.replica().kill();
             sleep_ms(rng, 200, 1500);
-            c.replica.restart();
-            "replica"
+            c.replica().restart();
+            "replica".to_string()
         }
         8 => {
-            c.primary.kill();
+            c.primary().kill();
             sleep_ms(rng, 100, 600);
-            c.gateway.kill();
-            c.gateway.restart();
+            let g = gateway(c, rng);
             sleep_ms(rng, 100, 600);
-            c.primary.restart();
-            "primary+gateway"
+            c.primary().restart();
+            format!("primary+{g}")
         }
         _ => {
-            c.replica.kill();
+            c.replica().kill();
             sleep_ms(rng, 100, 600);
-            c.gateway.kill();
-            c.gateway.restart();
+            let g = gateway(c, rng);
             sleep_ms(rng, 100, 600);
-            c.replica.restart();
-            "replica+gateway"
+            c.replica().restart();
+            format!("replica+{g}")
         }
     };
     format!("{what}@{at:.1}s")
 }
 
+/// Where a history's log is: the file log, PostgreSQL behind one gateway,
+/// or PostgreSQL shared by three.
+#[derive(Clone, Copy)]
+enum Setup<'a> {
+    FileLog,
+    Postgres(&'a str),
+    ThreeGateways,
+}
+
+/// The dead letters a gateway lists at `/admin/dead-letters`.
+fn listed_dead_letters(gw: &str) -> serde_json::Value {
+    let r = fault_kit::admin_request(
+        "GET",
+        &format!("{gw}/admin/dead-letters"),
+        Some(ADMIN_TOKEN),
+    );
+    assert_eq!(r.status, 200, "listing dead letters: {}", r.text());
+    r.json()
+}
+
 /// Runs one history: `rounds` crash rounds (or, with none, `calm` of
 /// fault-free load), then catch-up, the servers' content, the log, the check.
-/// With `log_url`, the gateway keeps its log in that PostgreSQL database.
-fn run(seed: u64, rounds: usize, calm: Duration, log_url: Option<&str>) -> Run {
+fn run(seed: u64, rounds: usize, calm: Duration, setup: Setup) -> Run {
     let t0 = Instant::now();
     let mut env = vec![
         ("CHROMA_HA_WAL_SEGMENT_BYTES", SEGMENT),
+        ("CHROMA_HA_ADMIN_TOKEN", ADMIN_TOKEN),
         // Every id-map decision in the gateway's log, to diagnose a failure.
         (
             "RUST_LOG",
             "info,chroma_ha::replication::idmap=debug,chroma_ha::replication::ids=debug",
         ),
     ];
-    if let Some(url) = log_url {
-        env.push(("CHROMA_HA_LOG_URL", url));
-    }
-    let mut c = Cluster::start(&env);
-    let clients = Clients::start(&c.gw(), env_usize("HISTORY_CLIENTS", 4), seed);
+    let mut c = match setup {
+        Setup::FileLog => Gateways::One(Cluster::start(&env)),
+        Setup::Postgres(url) => {
+            env.push(("CHROMA_HA_LOG_URL", url));
+            Gateways::One(Cluster::start(&env))
+        }
+        Setup::ThreeGateways => Gateways::Three(Trio::start_with(&env)),
+    };
+    let log_url = match (&setup, &c) {
+        (Setup::Postgres(url), _) => Some(url.to_string()),
+        (_, Gateways::Three(t)) => Some(t.pg.url("postgres")),
+        _ => None,
+    };
+    let clients = Clients::start_through(&c.client_urls(), env_usize("HISTORY_CLIENTS", 4), seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut faults = Vec::new();
     std::thread::sleep(Duration::from_millis(800));
@@ -289,7 +424,8 @@ fn run(seed: u64, rounds: usize, calm: Duration, log_url: Option<&str>) -> Run {
         Duration::from_millis(800)
     });
     let ops = clients.stop();
-    let catch_up = wait_caught_up(&c.gw(), Duration::from_secs(120));
+    let gw = c.gw();
+    let catch_up = wait_caught_up(&gw, Duration::from_secs(120));
     let servers: Vec<(String, _)> = c
         .server_urls()
         .into_iter()
@@ -300,21 +436,28 @@ fn run(seed: u64, rounds: usize, calm: Duration, log_url: Option<&str>) -> Run {
         .collect();
     // Dead letters are not a violation by themselves (the content check
     // sees their effect), but they explain many: list them.
-    let dead_count = fault_kit::status(&c.gw())
-        .and_then(|s| s["write_ahead_log"]["dead_letters"].as_u64())
-        .unwrap_or(0);
-    let stopped = c.gateway.terminate(Duration::from_secs(10));
-    let dead = dead_letter_lines(&stored_dead_letters(&c.gateway.dir().join("data")));
-    assert!(
-        dead.len() as u64 >= dead_count,
-        "status counted {dead_count} dead letters, dead_letters.json lists {}",
-        dead.len()
-    );
-    let wal_dir = c.gateway.dir().join("data/wal");
-    let log = read_log(match log_url {
-        Some(url) => LogAt::Postgres(url),
-        None => LogAt::File(&wal_dir, SEGMENT_BYTES),
-    });
+    let dead = dead_letter_lines(&listed_dead_letters(&gw));
+    let stopped = c.terminate();
+    if let Gateways::One(one) = &c {
+        if log_url.is_none() {
+            let stored = dead_letter_lines(&stored_dead_letters(&one.gateway.dir().join("data")));
+            assert_eq!(
+                stored.len(),
+                dead.len(),
+                "the gateway listed {} dead letters, its data directory holds {}",
+                dead.len(),
+                stored.len()
+            );
+        }
+    }
+    let log = match (&log_url, &c) {
+        (Some(url), _) => read_log(LogAt::Postgres(url)),
+        (None, Gateways::One(one)) => read_log(LogAt::File(
+            &one.gateway.dir().join("data/wal"),
+            SEGMENT_BYTES,
+        )),
+        (None, Gateways::Three(_)) => unreachable!("three gateways share a PostgreSQL log"),
+    };
     let mut report = check(&ops, &log, &servers, &seed.to_string());
     if !dead.is_empty() {
         // A dead letter is a committed write that a server refused: it is
@@ -342,7 +485,7 @@ fn run(seed: u64, rounds: usize, calm: Duration, log_url: Option<&str>) -> Run {
         took: t0.elapsed(),
     };
     eprintln!(
-        "{} catch_up={:.1}s gateway_stopped_cleanly={stopped}",
+        "{} catch_up={:.1}s gateways_stopped_cleanly={stopped}",
         run.summary(),
         catch_up.as_secs_f64()
     );
@@ -457,7 +600,7 @@ fn checker_catches_planted_violations(
 #[test]
 fn a_fault_free_history_matches_the_model() {
     let _serial = serial();
-    let run = run(1, 0, Duration::from_secs(8), None);
+    let run = run(1, 0, Duration::from_secs(8), Setup::FileLog);
     assert!(run.report.acked > 0, "nothing was acknowledged");
     assert!(run.report.violations.is_empty(), "{}", run.account());
 }
@@ -465,21 +608,13 @@ fn a_fault_free_history_matches_the_model() {
 #[test]
 fn histories_with_gateway_and_server_kills_match_the_model() {
     let _serial = serial();
-    let runs: Vec<(u64, usize)> = match std::env::var("HISTORY_SEED").ok().as_deref() {
-        None | Some("") => CI_SEEDS.iter().map(|s| (*s, CI_ROUNDS)).collect(),
-        Some(s) => {
-            let seed = if s == "random" {
-                rand::rng().random_range(1..1_000_000)
-            } else {
-                s.parse().expect("HISTORY_SEED is a number or `random`")
-            };
-            eprintln!("HISTORY_SEED={seed}");
-            vec![(seed, env_usize("HISTORY_ROUNDS", 30))]
-        }
+    let runs: Vec<(u64, usize)> = match history_seed() {
+        None => CI_SEEDS.iter().map(|s| (*s, CI_ROUNDS)).collect(),
+        Some(seed) => vec![(seed, env_usize("HISTORY_ROUNDS", 30))],
     };
     let mut failed = Vec::new();
     for (seed, rounds) in runs {
-        let run = run(seed, rounds, Duration::ZERO, None);
+        let run = run(seed, rounds, Duration::ZERO, Setup::FileLog);
         assert!(
             run.report.acked > 0,
             "seed {seed}: nothing was acknowledged"
@@ -500,7 +635,20 @@ fn a_history_with_the_log_in_postgres_and_kills_matches_the_model() {
     let _serial = serial();
     let pg = pglog::testing::TestPostgres::start();
     let url = pg.url("postgres");
-    let run = run(404, CI_ROUNDS, Duration::ZERO, Some(&url));
+    let run = run(404, CI_ROUNDS, Duration::ZERO, Setup::Postgres(&url));
+    assert!(run.report.acked > 0, "nothing was acknowledged");
+    assert!(run.report.violations.is_empty(), "{}", run.account());
+}
+
+/// Three gateways sharing the log in PostgreSQL, each client sending to one
+/// of them, with kills of any gateway (leader or follower) and of both
+/// servers: seed 505 × 10 crash rounds.
+#[test]
+fn a_history_through_three_gateways_sharing_the_log_with_kills_matches_the_model() {
+    let _serial = serial();
+    let rounds = env_usize("HISTORY_ROUNDS", THREE_GATEWAY_ROUNDS);
+    let seed = history_seed().unwrap_or(505);
+    let run = run(seed, rounds, Duration::ZERO, Setup::ThreeGateways);
     assert!(run.report.acked > 0, "nothing was acknowledged");
     assert!(run.report.violations.is_empty(), "{}", run.account());
 }

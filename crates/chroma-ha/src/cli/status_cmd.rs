@@ -189,28 +189,16 @@ pub fn render(base: &str, status: &Value) -> String {
     if instances.is_empty() {
         let _ = writeln!(out, "(no servers listed)");
     } else {
-        let mut widths = [0usize; 10];
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row.iter()) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        for row in &rows {
-            let mut line = String::new();
-            for (i, (cell, w)) in row.iter().zip(widths.iter()).enumerate() {
-                if i + 1 == row.len() {
-                    line.push_str(cell);
-                } else {
-                    let _ = write!(line, "{cell:<w$}  ");
-                }
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
+        out.push_str(&table(&rows));
         for e in errors {
             let _ = writeln!(out, "  {e}");
         }
     }
     let _ = writeln!(out);
+    if let Some(cluster) = status.get("cluster").filter(|c| c.is_object()) {
+        out.push_str(&render_cluster(cluster));
+        let _ = writeln!(out);
+    }
 
     match status.get("write_ahead_log") {
         Some(log) if log.is_object() => {
@@ -277,6 +265,94 @@ pub fn render(base: &str, status: &Value) -> String {
             let _ = writeln!(out, "not ready: {reason}");
         }
     }
+    out
+}
+
+/// Rows as columns padded to their widest cell (the last one unpadded).
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths.iter()).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+/// The `cluster` part: this gateway, the leader and its lease, and every
+/// gateway sharing the log.
+fn render_cluster(cluster: &Value) -> String {
+    let mut out = String::new();
+    let leader = cluster.get("leader").filter(|l| l.is_object());
+    let _ = writeln!(
+        out,
+        "this gateway: {} ({}) is {}",
+        text(cluster.get("name")),
+        text(cluster.get("address")),
+        text(cluster.get("role")),
+    );
+    match leader {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "leader: {} at {}, epoch {}; term began {}s ago; renewed {}s ago; lease runs {}s more",
+                text(l.get("name")),
+                text(l.get("address")),
+                num(l.get("epoch")),
+                seconds(l.get("term_age_seconds")),
+                seconds(l.get("last_renewal_seconds_ago")),
+                seconds(l.get("lease_expires_in_seconds")),
+            );
+        }
+        None => {
+            let _ = writeln!(out, "leader: none known");
+        }
+    }
+    if let Some(e) = cluster.get("postgres_error").and_then(Value::as_str) {
+        let _ = writeln!(out, "PostgreSQL: {e}");
+    }
+    let gateways = cluster
+        .get("gateways")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut rows = vec![[
+        "GATEWAY",
+        "ROLE",
+        "EPOCH",
+        "SEEN (s ago)",
+        "UP (s)",
+        "ADDRESS",
+    ]
+    .map(str::to_string)];
+    for g in gateways {
+        let alive = g.get("alive").and_then(Value::as_bool) == Some(true);
+        rows.push([
+            text(g.get("name")),
+            if alive {
+                text(g.get("role"))
+            } else {
+                format!("GONE (was {})", text(g.get("role")))
+            },
+            num(g.get("epoch")),
+            seconds(g.get("seen_seconds_ago")),
+            seconds(g.get("started_seconds_ago")),
+            text(g.get("address")),
+        ]);
+    }
+    out.push_str(&table(&rows));
     out
 }
 
@@ -400,6 +476,43 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("segment(s)"), "{text}");
+    }
+
+    #[test]
+    fn gateways_sharing_the_log_are_listed_with_the_leader_and_its_lease() {
+        let mut status = sample();
+        status["cluster"] = json!({
+            "name": "gw-b", "address": "http://b:8000", "role": "follower",
+            "lease_time_seconds": 5.0,
+            "leader": {"name": "gw-a", "address": "http://a:8000", "epoch": 7,
+                       "lease_expires_in_seconds": 4.2, "last_renewal_seconds_ago": 0.8,
+                       "term_age_seconds": 31.0},
+            "gateways": [
+                {"name": "gw-a", "address": "http://a:8000", "role": "leader", "epoch": 7,
+                 "seen_seconds_ago": 0.5, "started_seconds_ago": 60.0, "alive": true},
+                {"name": "gw-c", "address": "http://c:8000", "role": "follower", "epoch": 6,
+                 "seen_seconds_ago": 40.0, "started_seconds_ago": 90.0, "alive": false}
+            ]
+        });
+        let text = render("http://gw", &status);
+        assert!(
+            text.contains("this gateway: gw-b (http://b:8000) is follower"),
+            "{text}"
+        );
+        assert!(
+            text.contains("leader: gw-a at http://a:8000, epoch 7; term began 31.0s ago; renewed 0.8s ago; lease runs 4.2s more"),
+            "{text}"
+        );
+        let a = text
+            .lines()
+            .find(|l| l.starts_with("gw-a"))
+            .expect("gw-a row");
+        assert!(a.contains("leader") && a.contains("http://a:8000"), "{a}");
+        let c = text
+            .lines()
+            .find(|l| l.starts_with("gw-c"))
+            .expect("gw-c row");
+        assert!(c.contains("GONE (was follower)"), "{c}");
     }
 
     #[test]

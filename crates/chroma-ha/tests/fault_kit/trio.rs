@@ -37,12 +37,18 @@ impl Trio {
     /// Starts everything and waits until one gateway leads with both
     /// servers healthy.
     pub fn start() -> Trio {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with `extra` settings for the gateways.
+    pub fn start_with(extra: &[(&str, &str)]) -> Trio {
         let pg = TestPostgres::start();
         let mut servers = ChromaServer::start_many(2);
         let replica = servers.pop().expect("two servers");
         let primary = servers.pop().expect("two servers");
         let url = pg.url("postgres");
         let mut env: Vec<(&str, &str)> = LEASE_ENV.to_vec();
+        env.extend_from_slice(extra);
         env.push(("CHROMA_HA_LOG_URL", &url));
         let gateways = (0..3)
             .map(|_| start_gateway(&primary.url(), &replica.url(), &env))

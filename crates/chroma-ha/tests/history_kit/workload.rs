@@ -47,12 +47,17 @@ pub struct Clients {
 impl Clients {
     /// Starts `n` clients against the gateway at `gw`, seeded from `seed`.
     pub fn start(gw: &str, n: usize, seed: u64) -> Clients {
+        Self::start_through(&[gw.to_string()], n, seed)
+    }
+
+    /// Like [`start`](Self::start), client `i` sending to `gws[i % len]`.
+    pub fn start_through(gws: &[String], n: usize, seed: u64) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let registry: Registry = Arc::default();
         let handles = (0..n)
             .map(|client| {
                 let mut c = Client {
-                    gw: gw.to_string(),
+                    gw: gws[client % gws.len()].clone(),
                     client,
                     seq: 0,
                     rng: StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(client as u64)),
