@@ -309,11 +309,13 @@ impl Gateways {
     fn terminate(&mut self) -> bool {
         match self {
             Gateways::One(c) => c.gateway.terminate(Duration::from_secs(10)),
-            Gateways::Three(t) => t
-                .gateways
-                .iter_mut()
-                .map(|g| g.terminate(Duration::from_secs(10)))
-                .fold(true, |all, one| all && one),
+            Gateways::Three(t) => {
+                let mut all = true;
+                for g in &mut t.gateways {
+                    all &= g.terminate(Duration::from_secs(10));
+                }
+                all
+            }
         }
     }
 }
