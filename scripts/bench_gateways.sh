@@ -4,10 +4,13 @@
 #
 #   scripts/bench_gateways.sh [--rounds N] [--seconds S] GATEWAY [GATEWAY...]
 #
-# GATEWAY is a chroma-ha binary (its log in a fresh data directory), or
+# GATEWAY is a chroma-ha binary (its log in a fresh data directory),
 # BIN@postgres: that binary with its log in PostgreSQL (a throwaway cluster
-# started here from `pg_config --bindir`, a fresh database per run). E.g.
-# the repeat rule's cost: `OLD_BIN NEW_BIN`; the two logs: `BIN BIN@postgres`.
+# started here from `pg_config --bindir`, a fresh database per run), or
+# BIN@follower: two such gateways sharing that database, the load sent to
+# the one that does not lead (every request forwarded to the leader). E.g.
+# the repeat rule's cost: `OLD_BIN NEW_BIN`; the logs: `BIN BIN@postgres
+# BIN@follower`.
 #
 # 1. one writer alternating `delete where` and `update` on one collection
 #    (tests/python/conflict_chain.py): every write conflicts with the last;
@@ -105,12 +108,12 @@ start_chroma replica "$R_PORT"
 RUN=0
 for round in $(seq 1 "$ROUNDS"); do
     for gateway in "${BINS[@]}"; do
-        bin="${gateway%@postgres}"
+        bin="${gateway%@*}"
         port="$(free_port)"
         RUN=$((RUN + 1))
         data="$WORK/gw-$RUN"
         log_args=()
-        if [[ "$gateway" == *@postgres ]]; then
+        if [[ "$gateway" == *@postgres || "$gateway" == *@follower ]]; then
             [[ -n "$PG_PORT" ]] || start_postgres
             as_postgres "$(pg_config --bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "run$RUN"
             log_args=(--log-url "postgres://postgres@127.0.0.1:$PG_PORT/run$RUN")
@@ -120,13 +123,23 @@ for round in $(seq 1 "$ROUNDS"); do
             "${log_args[@]}" >"$data.log" 2>&1 &
         gw=$!
         wait_http "http://127.0.0.1:$port/ready"
+        leader=""
+        if [[ "$gateway" == *@follower ]]; then
+            leader="$gw"
+            port="$(free_port)"
+            "$bin" serve --listen "127.0.0.1:$port" --primary "http://127.0.0.1:$P_PORT" \
+                --replica "http://127.0.0.1:$R_PORT" --data-dir "$data-follower" \
+                "${log_args[@]}" >"$data-follower.log" 2>&1 &
+            gw=$!
+            wait_http "http://127.0.0.1:$port/ready"
+        fi
         echo "== round $round: $gateway"
         "$PY" "$ROOT/tests/python/conflict_chain.py" "http://127.0.0.1:$port" --seconds "$SECS"
         CHROMA_HA_URL="http://127.0.0.1:$port" "$ROOT/scripts/wal_performance_test.sh" \
             --seconds "$SECS" --writers 4 --readers 2 | grep -E "^(writes|reads|catch)" || true
         curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null \
             | grep -E "^chroma_ha_applied_state_(commits|requests|commit_seconds)_total" || true
-        kill "$gw"
-        wait "$gw" 2>/dev/null || true
+        kill "$gw" $leader
+        wait "$gw" $leader 2>/dev/null || true
     done
 done

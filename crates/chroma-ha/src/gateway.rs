@@ -194,7 +194,7 @@ where
             if let crate::cluster::Role::Leader { epoch } | crate::cluster::Role::Candidate { epoch } =
                 cluster.role()
             {
-                if let Err(e) = lease_log.release_lease(&config.cluster.name, epoch).await {
+                if let Err(e) = lease_log.release_lease(&cluster.holder, epoch).await {
                     tracing::warn!(error = %e, "could not release the leader lease; it runs out by itself");
                 }
             }

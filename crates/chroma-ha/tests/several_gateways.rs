@@ -271,3 +271,45 @@ fn the_leader_and_the_primary_sigkilled_together_the_replica_takes_the_writes_an
     );
     assert_no_dead_letters(test, &t);
 }
+
+#[test]
+fn the_leader_stopped_cleanly_hands_the_lease_over_and_no_acknowledged_write_is_lost() {
+    let _serial = serial();
+    let test = "leader_sigterm";
+    let prefix = "lt";
+    let mut t = Trio::start();
+    let w = Workload::start_through(&t.urls(), WorkloadSpec::new(prefix));
+    w.wait_for_more_acks(50, PROGRESS);
+    let old = t.leader().expect("a leader");
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let stopping = Instant::now();
+    assert!(
+        t.gateways[old].terminate(Duration::from_secs(30)),
+        "{test}: the leader did not stop on SIGTERM"
+    );
+    let handover = t.time_to_first_write(&others, stopping);
+    let new = t.wait_leader(PROGRESS, Some(old));
+    let log = t.gateways[new].log();
+    assert!(
+        log.contains("wait=0ns"),
+        "{test}: the next leader waited out a lease the last one had released"
+    );
+    eprintln!(
+        "{test}: gateway {old} (leader) stopped by SIGTERM; gateway {new} leads; first write \
+         through the others {:.3}s after the signal",
+        handover.as_secs_f64()
+    );
+    w.wait_for_more_acks(50, PROGRESS);
+    let result = w.stop();
+    finish(
+        test,
+        &t,
+        &result,
+        prefix,
+        &[],
+        Some(handover),
+        in_flight_at_kills(1),
+        &format!("handover={:.3}s", handover.as_secs_f64()),
+    );
+    assert_no_dead_letters(test, &t);
+}

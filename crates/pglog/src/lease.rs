@@ -31,6 +31,10 @@ pub struct Leadership {
     /// Whether the claim began this term (a new epoch) rather than renewed
     /// it. A new leader waits out one lease time before sending to Chroma.
     pub new_term: bool,
+    /// Whether the term before this new one was ended by its holder
+    /// ([`PgLog::release_lease`]): it had stopped acting, so there is
+    /// nothing to wait out.
+    pub after_release: bool,
     /// Until when it may act, unless it renews before.
     pub valid_until: Instant,
 }
@@ -92,7 +96,8 @@ impl PgLog {
                         "SELECT holder, address, epoch, coalesce(expires_at > now(), false),
                                 extract(epoch FROM expires_at - now())::float8,
                                 extract(epoch FROM now() - renewed_at)::float8,
-                                extract(epoch FROM now() - term_started_at)::float8
+                                extract(epoch FROM now() - term_started_at)::float8,
+                                released
                          FROM chroma_ha_leader WHERE id = 1 FOR UPDATE",
                         &[],
                     )
@@ -113,11 +118,12 @@ impl PgLog {
                     }));
                 }
                 let new_term = !(live && ours);
+                let after_release = new_term && row.get::<_, bool>(7);
                 let epoch = if new_term { epoch + 1 } else { epoch };
                 tx.execute(
                     "UPDATE chroma_ha_leader SET holder = $1, address = $2, epoch = $3,
                          expires_at = now() + make_interval(secs => $4),
-                         renewed_at = now(),
+                         renewed_at = now(), released = false,
                          term_started_at = CASE WHEN $5 THEN now() ELSE term_started_at END
                      WHERE id = 1",
                     &[
@@ -134,6 +140,7 @@ impl PgLog {
                 Ok(Claim::Leader(Leadership {
                     epoch,
                     new_term,
+                    after_release,
                     valid_until: sent + lease_time,
                 }))
             })
@@ -171,7 +178,9 @@ impl PgLog {
     }
 
     /// Gives the lease up at once if `holder` holds it in `epoch` (a clean
-    /// shutdown), so the next claimant need not wait for it to expire.
+    /// shutdown, after it stopped acting), so the next claimant need not
+    /// wait for it to expire, nor wait out a lease once it has claimed
+    /// ([`Leadership::after_release`]).
     pub async fn release_lease(&self, holder: &str, epoch: u64) -> Result<()> {
         let inner = &self.inner;
         let context = "releasing the leader lease";
@@ -180,7 +189,7 @@ impl PgLog {
                 let client = inner.client(context).await?;
                 client
                     .execute(
-                        "UPDATE chroma_ha_leader SET expires_at = now()
+                        "UPDATE chroma_ha_leader SET expires_at = now(), released = true
                          WHERE id = 1 AND holder = $1 AND epoch = $2",
                         &[&holder, &(epoch as i64)],
                     )

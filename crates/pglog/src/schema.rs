@@ -54,7 +54,8 @@ const MIGRATIONS: &[&str] = &[
          started_at timestamptz NOT NULL,
          seen_at timestamptz NOT NULL
      );
-     ALTER TABLE chroma_ha_leader ADD COLUMN term_started_at timestamptz;",
+     ALTER TABLE chroma_ha_leader ADD COLUMN term_started_at timestamptz;
+     ALTER TABLE chroma_ha_leader ADD COLUMN released boolean NOT NULL DEFAULT false;",
 ];
 
 /// What [`migrate`] found wrong.

@@ -71,7 +71,7 @@ async fn a_lease_left_unrenewed_expires_and_the_next_claimant_begins_a_higher_ep
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_released_lease_is_taken_at_once_by_the_next_claimant() {
+async fn a_released_lease_is_taken_at_once_by_the_next_claimant_with_nothing_to_wait_out() {
     let pg = TestPostgres::start();
     let (a, b) = (process(&pg).await, process(&pg).await);
     let term = leads(
@@ -88,8 +88,15 @@ async fn a_released_lease_is_taken_at_once_by_the_next_claimant() {
     a.release_lease("a", term.epoch).await.unwrap();
     let next = leads(b.claim_lease("b", "b:1", LEASE).await.unwrap());
     assert_eq!(next.epoch, 2);
+    assert!(next.after_release, "the term before ended by release");
     let info = a.leader().await.unwrap();
     assert_eq!((info.holder.as_deref(), info.epoch), (Some("b"), 2));
+    // A term that merely ran out is not a released one.
+    tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
+    let third = leads(a.claim_lease("a", "a:1", LEASE).await.unwrap());
+    assert_eq!((third.epoch, third.after_release), (3, false));
+    let renewed = leads(a.claim_lease("a", "a:1", LEASE).await.unwrap());
+    assert_eq!((renewed.new_term, renewed.after_release), (false, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,12 +97,6 @@ impl GatewayError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
-    /// 502 `BadGateway`: the request was passed on and no answer came
-    /// back; its outcome is unknown.
-    pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "BadGateway", message)
-    }
-
     /// 504 `GatewayTimeout`: the server did not answer in time.
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", message)

@@ -154,7 +154,9 @@ async fn forward_or_hold(cluster: &Cluster, request: Request) -> Response {
                     }
                     Err(ForwardError::Unknown(e)) => {
                         cluster.metrics.forwarded("failed");
-                        return error_response(&GatewayError::bad_gateway(format!(
+                        // 504, as for a write whose executor did not
+                        // answer: the one status that means "unknown".
+                        return error_response(&GatewayError::gateway_timeout(format!(
                             "the leader took this request and did not answer ({e}); \
                              its outcome is unknown: read before you retry it"
                         )));

@@ -4,7 +4,8 @@
 //! | answer                         | this gateway was      | then                                  |
 //! |--------------------------------|-----------------------|---------------------------------------|
 //! | we lead, same epoch            | candidate or leader   | renew; the gate stays open            |
-//! | we lead, a new epoch           | nothing               | candidate: wait one lease, then start |
+//! | we lead, a new epoch           | nothing               | candidate: wait one lease (none after |
+//! |                                |                       | a release), then start                |
 //! | we lead, our epoch + 1         | leader (lapsed)       | no one led between: fence, go on      |
 //! | we lead, a later epoch         | leader                | deposed: stop                         |
 //! | another gateway leads          | leader                | deposed: stop                         |
@@ -65,6 +66,8 @@ struct Term {
     epoch: u64,
     /// When the claim that began it was sent.
     claimed: Instant,
+    /// How long after that it may start acting.
+    wait: Duration,
     core: Option<Arc<Replicator>>,
     probes: Option<ProbeTasks>,
 }
@@ -87,7 +90,7 @@ pub async fn run(
         tick.tick().await;
         let sent = Instant::now();
         let claim = log
-            .claim_lease(&config.name, &config.advertise_url, config.lease_time)
+            .claim_lease(&cluster.holder, &config.advertise_url, config.lease_time)
             .await;
         cluster.metrics.set_gate_held(gate.held());
         match claim {
@@ -129,15 +132,23 @@ pub async fn run(
                                 };
                             }
                             _ => {
+                                // After a release the last leader had stopped
+                                // acting: nothing to wait out.
+                                let wait = if lead.after_release {
+                                    Duration::ZERO
+                                } else {
+                                    config.lease_time
+                                };
                                 tracing::info!(
                                     epoch = lead.epoch,
-                                    wait = ?config.lease_time,
-                                    "this gateway won the leader lease; it waits out one lease \
-                                     before sending to Chroma"
+                                    ?wait,
+                                    "this gateway won the leader lease; it waits out the last \
+                                     leader's lease before sending to Chroma"
                                 );
                                 term = Some(Term {
                                     epoch: lead.epoch,
                                     claimed: sent,
+                                    wait,
                                     core: None,
                                     probes: None,
                                 });
@@ -147,7 +158,7 @@ pub async fn run(
                         cluster.update_view(|v| {
                             v.valid_until = Some(lead.valid_until);
                             v.leader = Some(LeaderInfo {
-                                holder: Some(config.name.clone()),
+                                holder: Some(cluster.holder.clone()),
                                 address: Some(config.advertise_url.clone()),
                                 epoch: lead.epoch,
                                 expires_in: lead.valid_until.checked_duration_since(Instant::now()),
@@ -244,7 +255,7 @@ async fn lead_on(
         gate.open_until(tokio::time::Instant::from_std(valid_until));
         return;
     }
-    if term.claimed.elapsed() < cluster.config.lease_time {
+    if term.claimed.elapsed() < term.wait {
         return;
     }
     gate.open_until(tokio::time::Instant::from_std(valid_until));

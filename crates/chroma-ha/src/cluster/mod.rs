@@ -102,6 +102,11 @@ pub struct LeaseView {
 pub struct Cluster {
     /// Name, address and lease settings.
     pub config: ClusterConfig,
+    /// Who this process is in the lease: its name and a number drawn at
+    /// start (`gw-a#5f3a9c1e`). A restarted gateway is another holder, so
+    /// it never takes over a term of its previous run without waiting it
+    /// out, even if two processes were given one name.
+    pub holder: String,
     /// The whole configuration (timeouts, body limit).
     pub gateway_config: Arc<Config>,
     role: watch::Sender<Role>,
@@ -126,6 +131,7 @@ impl Cluster {
         let forwarder = forward::Forwarder::new(&config)
             .map_err(|e| format!("building the client that forwards to the leader: {e}"))?;
         Ok(Arc::new(Cluster {
+            holder: format!("{}#{:08x}", config.cluster.name, rand::random::<u32>()),
             config: config.cluster.clone(),
             forwarder,
             gateway_config: config,

@@ -864,3 +864,15 @@ hold_requests_for = "20s"
     let c = Config::from_toml_str(&unnamed, Path::new("t.toml")).unwrap();
     assert_eq!(c.cluster.name, "127.0.0.1-9000", "named after its address");
 }
+
+#[test]
+fn the_several_gateways_example_config_parses_with_its_lease_settings() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/several-gateways/chroma-ha.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let c = Config::from_toml_str(&text, &path).unwrap();
+    assert_eq!(c.primary.url, "http://chroma-primary:8000");
+    assert_eq!(c.replicas.len(), 1);
+    assert_eq!(c.cluster.lease_time, Duration::from_secs(5));
+    assert_eq!(c.cluster.hold_requests_for, Duration::from_secs(15));
+}
