@@ -8,7 +8,10 @@
 #    only if it is missing or has another version. The integration tests start
 #    real Chroma servers from <repo>/.venv/bin/chroma.
 # 2. Runs `cargo test --workspace --no-fail-fast` (unit, property, crash,
-#    integration and CLI tests). Any failing test fails this script.
+#    integration and CLI tests), then the gateway suite (tests/gateway.rs,
+#    the official Python client included) once more through a follower of a
+#    second gateway (CHROMA_HA_SUITE_THROUGH=follower). Any failing test
+#    fails this script.
 #
 # Environment: PYTHON (interpreter used to create the venv, default python3),
 # CHROMA_VERSION (default 1.5.9).
@@ -51,5 +54,12 @@ export ANONYMIZED_TELEMETRY=False
 
 echo "test.sh: cargo test --workspace --no-fail-fast $*"
 start=$SECONDS
-cargo test --workspace --no-fail-fast "$@"
+failed=0
+cargo test --workspace --no-fail-fast "$@" || failed=1
+echo "test.sh: the gateway suite through a follower (CHROMA_HA_SUITE_THROUGH=follower)"
+CHROMA_HA_SUITE_THROUGH=follower cargo test -p chroma-ha --test gateway --no-fail-fast "$@" || failed=1
+if [[ "$failed" -ne 0 ]]; then
+    echo "test.sh: tests failed after $((SECONDS - start)) s" >&2
+    exit 1
+fi
 echo "test.sh: all tests passed in $((SECONDS - start)) s"

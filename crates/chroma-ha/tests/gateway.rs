@@ -41,9 +41,125 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// The suite's topology: `CHROMA_HA_SUITE_THROUGH=follower` runs every
+/// test through a gateway that follows another (both on a log in a
+/// throwaway PostgreSQL), so every request is forwarded to the leader.
+fn through_follower() -> bool {
+    match std::env::var("CHROMA_HA_SUITE_THROUGH").ok().as_deref() {
+        None | Some("") | Some("gateway") => false,
+        Some("follower") => true,
+        Some(other) => panic!("CHROMA_HA_SUITE_THROUGH is `gateway` or `follower`, not {other:?}"),
+    }
+}
+
+/// The gateway a test talks to: one alone on its file log, or a follower
+/// whose leader (and PostgreSQL) live as long as it does.
+struct SuiteGateway {
+    front: GatewayProcess,
+    leader: Option<GatewayProcess>,
+    pg: Option<pglog::testing::TestPostgres>,
+}
+
+impl std::ops::Deref for SuiteGateway {
+    type Target = GatewayProcess;
+    fn deref(&self) -> &GatewayProcess {
+        &self.front
+    }
+}
+
+impl std::ops::DerefMut for SuiteGateway {
+    fn deref_mut(&mut self) -> &mut GatewayProcess {
+        &mut self.front
+    }
+}
+
+impl SuiteGateway {
+    /// The gateway whose core runs: the leader, or the gateway alone.
+    fn core(&self) -> &GatewayProcess {
+        self.leader.as_ref().unwrap_or(&self.front)
+    }
+
+    /// Every stored byte string the gateways keep: the files under the
+    /// data directory, or the log's records and state documents in
+    /// PostgreSQL.
+    fn stored_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        let Some(pg) = &self.pg else {
+            let mut out = Vec::new();
+            let mut stack = vec![self.front.dir().join("data")];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).expect("read data dir") {
+                    let path = e.expect("dir entry").path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else {
+                        let bytes = std::fs::read(&path).expect("read data file");
+                        out.push((path.display().to_string(), bytes));
+                    }
+                }
+            }
+            return out;
+        };
+        block_on(async {
+            use wal::{Log, LogRead};
+            let log = pglog::PgLog::connect(&pg.url("postgres"), Default::default())
+                .await
+                .expect("connect to the log");
+            let mut out = Vec::new();
+            let mut reader = log.read_from(log.first_lsn());
+            while let Some(r) = reader.try_next().await.expect("read the log") {
+                out.push((format!("log record {}", r.lsn), r.payload.to_vec()));
+            }
+            for (key, value) in log.list_state("").await.expect("list state") {
+                out.push((format!("state {key}"), value.to_vec()));
+            }
+            out
+        })
+    }
+}
+
 /// Starts `chroma-ha serve` in front of `servers[0]` (primary) and the others
-/// (replicas), with `env` on top of a clean environment.
-fn start_gateway(servers: &[ChromaServer], env: &[(&str, &str)]) -> GatewayProcess {
+/// (replicas), with `env` on top of a clean environment; through a follower
+/// if the suite runs so ([`through_follower`]).
+fn start_gateway(servers: &[ChromaServer], env: &[(&str, &str)]) -> SuiteGateway {
+    if !through_follower() {
+        return SuiteGateway {
+            front: start_one_gateway(servers, env),
+            leader: None,
+            pg: None,
+        };
+    }
+    let pg = pglog::testing::TestPostgres::start();
+    let url = pg.url("postgres");
+    let mut env: Vec<(&str, &str)> = env.to_vec();
+    env.extend([
+        ("CHROMA_HA_LOG_URL", url.as_str()),
+        ("CHROMA_HA_LEASE_TIME", "2"),
+        ("CHROMA_HA_LEASE_RENEW_INTERVAL", "0.5"),
+    ]);
+    let leader = start_one_gateway(servers, &env);
+    let leads = |gw: &GatewayProcess| {
+        http_get(&format!("{}/status", gw.url()), T)
+            .is_ok_and(|r| r.json()["cluster"]["role"] == json!("leader"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !leads(&leader) {
+        assert!(Instant::now() < deadline, "the first gateway did not lead");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let front = start_one_gateway(servers, &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(&format!("{}/ready", front.url()), T).is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "the follower found no leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    SuiteGateway {
+        front,
+        leader: Some(leader),
+        pg: Some(pg),
+    }
+}
+
+fn start_one_gateway(servers: &[ChromaServer], env: &[(&str, &str)]) -> GatewayProcess {
     let mut args: Vec<String> = vec![
         "serve".into(),
         "--listen".into(),
@@ -1274,26 +1390,16 @@ fn health_ready_status_and_metrics_carry_the_documented_fields() {
         assert_eq!(r.status().as_u16(), 201);
     });
     wait_caught_up(&gw);
-    let mut stack = vec![gw.dir().join("data")];
-    let mut files = 0;
+    let stored = gw.stored_bytes();
+    let files = stored.len();
     let mut body_seen = false;
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("read data dir") {
-            let path = e.expect("dir entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files += 1;
-                let bytes = std::fs::read(&path).expect("read data file");
-                let needle = br#"["cred"]"#;
-                body_seen |= bytes.windows(needle.len()).any(|w| w == needle);
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "{} holds the client's credentials",
-                    path.display()
-                );
-            }
-        }
+    for (place, bytes) in &stored {
+        let needle = br#"["cred"]"#;
+        body_seen |= bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{place} holds the client's credentials"
+        );
     }
     assert!(files > 0, "the data dir holds the log");
     assert!(
@@ -1301,7 +1407,8 @@ fn health_ready_status_and_metrics_carry_the_documented_fields() {
         "the entry's body is in the log (so the scan is real)"
     );
 
-    let m = http_get(&format!("{g}/metrics"), T).expect("/metrics");
+    // The leader's metrics: its core answered the requests.
+    let m = http_get(&format!("{}/metrics", gw.core().url()), T).expect("/metrics");
     assert_eq!(m.status, 200);
     let text = m.text();
     for name in [
