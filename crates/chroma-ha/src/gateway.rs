@@ -138,6 +138,7 @@ where
         &url,
         pglog::PgLogOptions {
             op_timeout: lease_time / 2,
+            pool_size: 2,
             ..pglog::PgLogOptions::default()
         },
     )
