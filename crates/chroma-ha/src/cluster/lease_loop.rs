@@ -72,6 +72,17 @@ struct Term {
     probes: Option<ProbeTasks>,
 }
 
+/// The loop's state between claims.
+struct LeaseLoop {
+    cluster: Arc<Cluster>,
+    log: PgLog,
+    gate: Arc<GateControl>,
+    start: Starter,
+    term: Option<Term>,
+    last_epoch_seen: u64,
+    first_report: bool,
+}
+
 /// Claims and renews until deposed. `log` is a handle on the shared log
 /// used for the lease and the registry only.
 pub async fn run(
@@ -80,163 +91,204 @@ pub async fn run(
     gate: Arc<GateControl>,
     start: Starter,
 ) -> Deposed {
-    let config = cluster.config.clone();
-    let mut tick = tokio::time::interval(config.renew_interval);
+    let mut tick = tokio::time::interval(cluster.config.renew_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut term: Option<Term> = None;
-    let mut last_epoch_seen = 0;
-    let mut first_report = true;
+    let mut state = LeaseLoop {
+        cluster,
+        log,
+        gate,
+        start,
+        term: None,
+        last_epoch_seen: 0,
+        first_report: true,
+    };
     loop {
         tick.tick().await;
+        if let Err(deposed) = state.claim().await {
+            return deposed;
+        }
+        state.report().await;
+    }
+}
+
+impl LeaseLoop {
+    /// One claim or renewal, and what follows from its answer.
+    async fn claim(&mut self) -> Result<(), Deposed> {
+        let cluster = self.cluster.clone();
+        let config = &cluster.config;
         let sent = Instant::now();
-        let claim = log
+        let claim = self
+            .log
             .claim_lease(&cluster.holder, &config.advertise_url, config.lease_time)
             .await;
-        cluster.metrics.set_gate_held(gate.held());
-        match claim {
-            Ok(claim) => {
-                let took = sent.elapsed();
-                cluster.metrics.renewed(took);
-                cluster.update_view(|v| {
-                    v.last_answer = Some(Instant::now());
-                    v.last_took = Some(took);
-                    v.last_error = None;
-                });
-                match claim {
-                    Claim::Leader(lead) => {
-                        if lead.epoch != last_epoch_seen {
-                            cluster.metrics.leader_changed(lead.epoch);
-                            last_epoch_seen = lead.epoch;
-                        }
-                        match term.as_mut() {
-                            Some(t) if t.epoch == lead.epoch => {}
-                            Some(t) if t.core.is_some() && lead.epoch == t.epoch + 1 => {
-                                // Our claim lapsed and no one claimed between.
-                                tracing::warn!(
-                                    epoch = lead.epoch,
-                                    "the lease lapsed and this gateway took it again before \
-                                     any other: going on as leader"
-                                );
-                                if let Some(core) = &t.core {
-                                    core.fence(lead.epoch);
-                                }
-                                t.epoch = lead.epoch;
-                            }
-                            Some(t) if t.core.is_some() => {
-                                gate.close();
-                                return Deposed {
-                                    ours: t.epoch,
-                                    now: lead.epoch,
-                                    leader: "another gateway, in between".into(),
-                                    held: gate.held(),
-                                };
-                            }
-                            _ => {
-                                // After a release the last leader had stopped
-                                // acting: nothing to wait out.
-                                let wait = if lead.after_release {
-                                    Duration::ZERO
-                                } else {
-                                    config.lease_time
-                                };
-                                tracing::info!(
-                                    epoch = lead.epoch,
-                                    ?wait,
-                                    "this gateway won the leader lease; it waits out the last \
-                                     leader's lease before sending to Chroma"
-                                );
-                                term = Some(Term {
-                                    epoch: lead.epoch,
-                                    claimed: sent,
-                                    wait,
-                                    core: None,
-                                    probes: None,
-                                });
-                                cluster.set_role(Role::Candidate { epoch: lead.epoch });
-                            }
-                        }
-                        cluster.update_view(|v| {
-                            v.valid_until = Some(lead.valid_until);
-                            v.leader = Some(LeaderInfo {
-                                holder: Some(cluster.holder.clone()),
-                                address: Some(config.advertise_url.clone()),
-                                epoch: lead.epoch,
-                                expires_in: lead.valid_until.checked_duration_since(Instant::now()),
-                                renewed_ago: Some(Duration::ZERO),
-                                term_age: term.as_ref().map(|t| t.claimed.elapsed()),
-                            });
-                        });
-                        if let Some(t) = term.as_mut() {
-                            lead_on(&cluster, &gate, &start, t, lead.valid_until).await;
-                        }
-                    }
-                    Claim::Follower(info) => {
-                        if info.epoch != last_epoch_seen {
-                            cluster.metrics.leader_changed(info.epoch);
-                            last_epoch_seen = info.epoch;
-                        }
-                        let leader = info.holder.clone().unwrap_or_default();
-                        if let Some(t) = term.take() {
-                            gate.close();
-                            if t.core.is_some() {
-                                return Deposed {
-                                    ours: t.epoch,
-                                    now: info.epoch,
-                                    leader,
-                                    held: gate.held(),
-                                };
-                            }
-                            tracing::warn!(
-                                epoch = t.epoch,
-                                %leader,
-                                "this gateway lost the lease before it began to act; following"
-                            );
-                        }
-                        cluster.set_role(Role::Follower {
-                            leader,
-                            address: info.address.clone().unwrap_or_default(),
-                            epoch: info.epoch,
-                        });
-                        cluster.update_view(|v| {
-                            v.leader = Some(info);
-                            v.valid_until = None;
-                        });
-                    }
-                }
-            }
+        cluster.metrics.set_gate_held(self.gate.held());
+        let claim = match claim {
+            Ok(claim) => claim,
             Err(e) => {
-                cluster.metrics.renew_failed();
-                let text = e.to_string();
-                let first = cluster.view().last_error.is_none();
-                if first {
-                    tracing::warn!(error = %text, "could not claim or renew the leader lease");
+                self.unanswered(e.to_string());
+                return Ok(());
+            }
+        };
+        let took = sent.elapsed();
+        cluster.metrics.renewed(took);
+        cluster.update_view(|v| {
+            v.last_answer = Some(Instant::now());
+            v.last_took = Some(took);
+            v.last_error = None;
+        });
+        match claim {
+            Claim::Leader(lead) => self.leading(lead, sent).await,
+            Claim::Follower(info) => self.following(info),
+        }
+    }
+
+    fn saw_epoch(&mut self, epoch: u64) {
+        if epoch != self.last_epoch_seen {
+            self.cluster.metrics.leader_changed(epoch);
+            self.last_epoch_seen = epoch;
+        }
+    }
+
+    /// PostgreSQL answered: this gateway holds the lease.
+    async fn leading(&mut self, lead: pglog::Leadership, sent: Instant) -> Result<(), Deposed> {
+        let cluster = self.cluster.clone();
+        self.saw_epoch(lead.epoch);
+        match self.term.as_mut() {
+            Some(t) if t.epoch == lead.epoch => {}
+            Some(t) if t.core.is_some() && lead.epoch == t.epoch + 1 => {
+                // Our claim lapsed, and we took the lease again before any
+                // other gateway: no one acted in between.
+                tracing::warn!(
+                    epoch = lead.epoch,
+                    "the lease lapsed and this gateway took it again before any other: going on \
+                     as leader"
+                );
+                if let Some(core) = &t.core {
+                    core.fence(lead.epoch);
                 }
-                cluster.update_view(|v| v.last_error = Some(text));
-                if term.as_ref().is_some_and(|t| t.core.is_none()) {
-                    // A candidate that cannot renew has not acted: it waits
-                    // again from its next successful claim.
-                    term = None;
-                    cluster.set_role(Role::NoLeader);
-                } else if cluster.role() == Role::Starting {
-                    cluster.set_role(Role::NoLeader);
-                }
-                // A follower keeps forwarding to the last leader it knew:
-                // without PostgreSQL that leader cannot be replaced, and
-                // it answers for itself (503 for a write it cannot log).
+                t.epoch = lead.epoch;
+                cluster.set_role(Role::Leader { epoch: lead.epoch });
+            }
+            Some(t) if t.core.is_some() => {
+                return Err(self.deposed(lead.epoch, "another gateway, in between".into()))
+            }
+            _ => {
+                // After a release the last leader had stopped acting:
+                // nothing to wait out.
+                let wait = if lead.after_release {
+                    Duration::ZERO
+                } else {
+                    cluster.config.lease_time
+                };
+                tracing::info!(
+                    epoch = lead.epoch,
+                    ?wait,
+                    "this gateway won the leader lease; it waits out the last leader's lease \
+                     before sending to Chroma"
+                );
+                self.term = Some(Term {
+                    epoch: lead.epoch,
+                    claimed: sent,
+                    wait,
+                    core: None,
+                    probes: None,
+                });
+                cluster.set_role(Role::Candidate { epoch: lead.epoch });
             }
         }
-        let role = cluster.role();
+        let term_age = self.term.as_ref().map(|t| t.claimed.elapsed());
+        cluster.update_view(|v| {
+            v.valid_until = Some(lead.valid_until);
+            v.leader = Some(LeaderInfo {
+                holder: Some(cluster.holder.clone()),
+                address: Some(cluster.config.advertise_url.clone()),
+                epoch: lead.epoch,
+                expires_in: lead.valid_until.checked_duration_since(Instant::now()),
+                renewed_ago: Some(Duration::ZERO),
+                term_age,
+            });
+        });
+        if let Some(t) = self.term.as_mut() {
+            lead_on(&cluster, &self.gate, &self.start, t, lead.valid_until).await;
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL answered: another gateway holds the lease.
+    fn following(&mut self, info: LeaderInfo) -> Result<(), Deposed> {
+        self.saw_epoch(info.epoch);
+        let leader = info.holder.clone().unwrap_or_default();
+        if let Some(t) = self.term.take() {
+            if t.core.is_some() {
+                self.term = Some(t);
+                return Err(self.deposed(info.epoch, leader));
+            }
+            self.gate.close();
+            tracing::warn!(
+                epoch = t.epoch,
+                %leader,
+                "this gateway lost the lease before it began to act; following"
+            );
+        }
+        self.cluster.set_role(Role::Follower {
+            leader,
+            address: info.address.clone().unwrap_or_default(),
+            epoch: info.epoch,
+        });
+        self.cluster.update_view(|v| {
+            v.leader = Some(info);
+            v.valid_until = None;
+        });
+        Ok(())
+    }
+
+    /// PostgreSQL did not answer. A leader goes on: its gate closes by
+    /// itself when its last claim runs out. A follower keeps forwarding to
+    /// the last leader it knew: without PostgreSQL that leader cannot be
+    /// replaced, and it answers for itself (503 for a write it cannot log).
+    fn unanswered(&mut self, error: String) {
+        let cluster = &self.cluster;
+        cluster.metrics.renew_failed();
+        if cluster.view().last_error.is_none() {
+            tracing::warn!(%error, "could not claim or renew the leader lease");
+        }
+        cluster.update_view(|v| v.last_error = Some(error));
+        if self.term.as_ref().is_some_and(|t| t.core.is_none()) {
+            // A candidate that cannot renew has not acted: it waits again
+            // from its next successful claim.
+            self.term = None;
+            cluster.set_role(Role::NoLeader);
+        } else if cluster.role() == Role::Starting {
+            cluster.set_role(Role::NoLeader);
+        }
+    }
+
+    /// This leader's term is over: it closes its gate for good.
+    fn deposed(&self, now: u64, leader: String) -> Deposed {
+        self.gate.close();
+        Deposed {
+            ours: self.term.as_ref().map_or(0, |t| t.epoch),
+            now,
+            leader,
+            held: self.gate.held(),
+        }
+    }
+
+    /// Tells the registry about this gateway, and lists them all.
+    async fn report(&mut self) {
+        let config = &self.cluster.config;
+        let role = self.cluster.role();
         let report = GatewayReport {
             name: &config.name,
             address: &config.advertise_url,
             role: role.name(),
-            epoch: last_epoch_seen,
-            first: first_report,
+            epoch: self.last_epoch_seen,
+            first: self.first_report,
         };
-        if log.report_gateway(&report).await.is_ok() {
-            first_report = false;
-            if let Ok(rows) = log.gateways().await {
-                cluster.update_view(|v| v.gateways = rows);
+        if self.log.report_gateway(&report).await.is_ok() {
+            self.first_report = false;
+            if let Ok(rows) = self.log.gateways().await {
+                self.cluster.update_view(|v| v.gateways = rows);
             }
         }
     }
