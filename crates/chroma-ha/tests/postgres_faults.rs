@@ -12,10 +12,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fault_kit::checks::{
-    assert_no_dead_letters, assert_unknown_only_at_kills, finish, in_flight_at_kills, UnknownBound,
-    PROGRESS,
+    assert_no_dead_letters, assert_outage_writes_got_503, assert_unknown_only_at_kills, finish,
+    in_flight_at_kills, UnknownBound, PROGRESS,
 };
-use fault_kit::workload::{Outcome, Workload, WorkloadSpec};
+use fault_kit::workload::{Workload, WorkloadSpec};
 use fault_kit::{serial, status_now, wait_until, Cluster};
 use pglog::testing::TestPostgres;
 use support::http_get;
@@ -91,50 +91,7 @@ fn postgres_stopped_for_10_s_writes_fail_fast_with_503_then_resume_by_themselves
     pg.start_server();
     w.wait_for_more_acks(50, PROGRESS);
     let result = w.stop();
-    // Writes sent while PostgreSQL was away (after the first second, so
-    // none was mid-commit at the stop) fail, and fail fast.
-    let during: Vec<_> = result
-        .writes_started_in(down + Duration::from_secs(1), up)
-        .into_iter()
-        .collect();
-    let failed: Vec<_> = during
-        .iter()
-        .filter(|w| w.outcome == Outcome::Failed)
-        .collect();
-    let slowest = failed.iter().map(|w| w.latency()).max().unwrap_or_default();
-    eprintln!(
-        "{test}: {} writes sent while PostgreSQL was down, {} failed, slowest failure {:?}, \
-         statuses {:?}",
-        during.len(),
-        failed.len(),
-        slowest,
-        during
-            .iter()
-            .map(|w| w.status)
-            .collect::<std::collections::BTreeSet<_>>()
-    );
-    assert!(
-        !during.is_empty(),
-        "{test}: no write was sent during the outage"
-    );
-    assert!(
-        during
-            .iter()
-            .all(|w| w.outcome == Outcome::Failed && w.status == Some(503)),
-        "{test}: every write during the outage gets a 503"
-    );
-    assert!(
-        slowest < Duration::from_secs(5),
-        "{test}: a write waited {slowest:?} for its 503"
-    );
-    let resumed = result
-        .writes
-        .iter()
-        .any(|w| w.start > up && w.outcome == Outcome::Acked);
-    assert!(
-        resumed,
-        "{test}: writes did not resume after PostgreSQL came back"
-    );
+    let outage = assert_outage_writes_got_503(test, &result, down, up, Duration::from_secs(5));
     finish(
         test,
         &c,
@@ -143,11 +100,7 @@ fn postgres_stopped_for_10_s_writes_fail_fast_with_503_then_resume_by_themselves
         &[],
         None,
         IN_FLIGHT_AT_OUTAGE,
-        &format!(
-            "outage_writes={} slowest_503={:.3}s",
-            during.len(),
-            slowest.as_secs_f64()
-        ),
+        &outage,
     );
     assert_no_dead_letters(test, &c);
 }

@@ -149,3 +149,59 @@ pub fn assert_no_dead_letters(test: &str, cluster: &impl Deployment) {
         cluster.gateway_log(&["divergence", "dead"], 20).join("\n")
     );
 }
+
+/// Checks the writes sent while PostgreSQL was away (from a second after
+/// `down`, so none was mid-commit when it went, to `up`): there were some,
+/// each got a 503 within `bound`, and writes were acknowledged again after
+/// `up`. Returns the summary's `outage_writes=… slowest_503=…`.
+pub fn assert_outage_writes_got_503(
+    test: &str,
+    result: &WorkloadResult,
+    down: Instant,
+    up: Instant,
+    bound: Duration,
+) -> String {
+    let during = result.writes_started_in(down + Duration::from_secs(1), up);
+    let slowest = during
+        .iter()
+        .filter(|w| w.outcome == Outcome::Failed)
+        .map(|w| w.latency())
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{test}: {} writes sent while PostgreSQL was down, slowest failure {:.3}s, statuses {:?}",
+        during.len(),
+        slowest.as_secs_f64(),
+        during
+            .iter()
+            .map(|w| w.status)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        !during.is_empty(),
+        "{test}: no write was sent during the outage"
+    );
+    assert!(
+        during
+            .iter()
+            .all(|w| w.outcome == Outcome::Failed && w.status == Some(503)),
+        "{test}: every write during the outage gets a 503"
+    );
+    assert!(
+        slowest < bound,
+        "{test}: a write waited {slowest:?} for its 503 (bound {bound:?})"
+    );
+    let resumed = result
+        .writes
+        .iter()
+        .any(|w| w.start > up && w.outcome == Outcome::Acked);
+    assert!(
+        resumed,
+        "{test}: writes did not resume after PostgreSQL came back"
+    );
+    format!(
+        "outage_writes={} slowest_503={:.3}s",
+        during.len(),
+        slowest.as_secs_f64()
+    )
+}
