@@ -103,8 +103,8 @@ fn a_stopped_gateways_file_log_and_state_migrated_to_postgresql_are_resumed_by_a
         &[("CHROMA_HA_LOG_URL", url.as_str())],
     );
     let gw = c.gw();
-    assert_eq!(status_now(&gw)["write_ahead_log"]["kind"], "postgres");
     c.wait_ready(Duration::from_secs(30));
+    assert_eq!(status_now(&gw)["write_ahead_log"]["kind"], "postgres");
     let by_name = request_json(
         "GET",
         &format!("{}/mig", collections_url(&gw, DATABASE)),

@@ -31,10 +31,10 @@ pub struct Leadership {
     /// Whether the claim began this term (a new epoch) rather than renewed
     /// it. A new leader waits out one lease time before sending to Chroma.
     pub new_term: bool,
-    /// Whether the term before this new one was ended by its holder
-    /// ([`PgLog::release_lease`]): it had stopped acting, so there is
-    /// nothing to wait out.
-    pub after_release: bool,
+    /// Whether this new term has no predecessor that may still act: the
+    /// term before was ended by its holder ([`PgLog::release_lease`]), or
+    /// no one ever held the lease. There is nothing to wait out then.
+    pub predecessor_stopped: bool,
     /// Until when it may act, unless it renews before.
     pub valid_until: Instant,
 }
@@ -118,7 +118,7 @@ impl PgLog {
                     }));
                 }
                 let new_term = !(live && ours);
-                let after_release = new_term && row.get::<_, bool>(7);
+                let predecessor_stopped = new_term && (row.get::<_, bool>(7) || current.is_none());
                 let epoch = if new_term { epoch + 1 } else { epoch };
                 tx.execute(
                     "UPDATE chroma_ha_leader SET holder = $1, address = $2, epoch = $3,
@@ -140,7 +140,7 @@ impl PgLog {
                 Ok(Claim::Leader(Leadership {
                     epoch,
                     new_term,
-                    after_release,
+                    predecessor_stopped,
                     valid_until: sent + lease_time,
                 }))
             })
@@ -180,7 +180,7 @@ impl PgLog {
     /// Gives the lease up at once if `holder` holds it in `epoch` (a clean
     /// shutdown, after it stopped acting), so the next claimant need not
     /// wait for it to expire, nor wait out a lease once it has claimed
-    /// ([`Leadership::after_release`]).
+    /// ([`Leadership::predecessor_stopped`]).
     pub async fn release_lease(&self, holder: &str, epoch: u64) -> Result<()> {
         let inner = &self.inner;
         let context = "releasing the leader lease";

@@ -32,6 +32,7 @@ async fn the_first_claimant_leads_and_the_others_learn_its_address() {
     let term = leads(a.claim_lease("a", "10.0.0.1:8000", LEASE).await.unwrap());
     let after = Instant::now();
     assert_eq!((term.epoch, term.new_term), (1, true));
+    assert!(term.predecessor_stopped, "no one held the lease before");
     assert!(
         before + LEASE <= term.valid_until && term.valid_until <= after + LEASE,
         "a holder may act until its claim was sent + the lease time"
@@ -88,15 +89,18 @@ async fn a_released_lease_is_taken_at_once_by_the_next_claimant_with_nothing_to_
     a.release_lease("a", term.epoch).await.unwrap();
     let next = leads(b.claim_lease("b", "b:1", LEASE).await.unwrap());
     assert_eq!(next.epoch, 2);
-    assert!(next.after_release, "the term before ended by release");
+    assert!(next.predecessor_stopped, "the term before ended by release");
     let info = a.leader().await.unwrap();
     assert_eq!((info.holder.as_deref(), info.epoch), (Some("b"), 2));
     // A term that merely ran out is not a released one.
     tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
     let third = leads(a.claim_lease("a", "a:1", LEASE).await.unwrap());
-    assert_eq!((third.epoch, third.after_release), (3, false));
+    assert_eq!((third.epoch, third.predecessor_stopped), (3, false));
     let renewed = leads(a.claim_lease("a", "a:1", LEASE).await.unwrap());
-    assert_eq!((renewed.new_term, renewed.after_release), (false, false));
+    assert_eq!(
+        (renewed.new_term, renewed.predecessor_stopped),
+        (false, false)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! |--------------------------------|-----------------------|---------------------------------------|
 //! | we lead, same epoch            | candidate or leader   | renew; the gate stays open            |
 //! | we lead, a new epoch           | nothing               | candidate: wait one lease (none after |
-//! |                                |                       | a release), then start                |
+//! |                                |                       | a release or on a fresh log), start   |
 //! | we lead, our epoch + 1         | leader (lapsed)       | no one led between: fence, go on      |
 //! | we lead, a later epoch         | leader                | deposed: stop                         |
 //! | another gateway leads          | leader                | deposed: stop                         |
@@ -173,9 +173,9 @@ impl LeaseLoop {
                 return Err(self.deposed(lead.epoch, "another gateway, in between".into()))
             }
             _ => {
-                // After a release the last leader had stopped acting:
-                // nothing to wait out.
-                let wait = if lead.after_release {
+                // After a release, or on a lease no one held, no earlier
+                // leader may still act: nothing to wait out.
+                let wait = if lead.predecessor_stopped {
                     Duration::ZERO
                 } else {
                     cluster.config.lease_time
