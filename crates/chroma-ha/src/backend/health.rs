@@ -16,6 +16,11 @@
 //!   request would fail the same way, and probes bring it back after `rise`
 //!   successes); a timeout, reset or 502/503/504 counts one failure toward
 //!   `fall` (one slow query must not take a server out).
+//! - Passive marks never take the last routable server out while its last
+//!   active probe passed ([`Health::observe_as`]), except a refused
+//!   connection: a client whose requests break every server (a request
+//!   that crashes Chroma's handler) cannot empty the rotation; only
+//!   failing probes take that server out.
 //! - Draining (operator flag) makes the state [`HealthState::Draining`] and
 //!   the server unroutable whatever the probes say; probes go on meanwhile,
 //!   so undraining returns to the probed state at once.
@@ -137,6 +142,8 @@ struct Inner {
     total_requests: u64,
     successes: u64,
     last_error: Option<String>,
+    /// Whether the last active probe succeeded.
+    last_probe_ok: bool,
 }
 
 impl Inner {
@@ -173,6 +180,12 @@ impl Inner {
             Probed::Up if self.consecutive_failures >= fall => self.probed = Probed::Down,
             _ => {}
         }
+    }
+
+    /// Whether a passive mark must leave the server routable: it is the
+    /// last one (`sole`), and its active probe says it is up.
+    fn kept_by_probe(&self, sole: bool) -> bool {
+        sole && self.probed == Probed::Up && self.last_probe_ok && !self.draining
     }
 }
 
@@ -218,6 +231,7 @@ impl Health {
             thresholds: Thresholds::new(thresholds.rise, thresholds.fall),
             inner: Mutex::new(Inner {
                 probed: Probed::Unknown,
+                last_probe_ok: false,
                 draining: false,
                 consecutive_failures: 0,
                 consecutive_successes: 0,
@@ -308,6 +322,7 @@ impl Health {
         let rise = self.thresholds.rise;
         self.update(|i| {
             i.last_check = Some(SystemTime::now());
+            i.last_probe_ok = true;
             i.success(true, rise);
         });
     }
@@ -317,6 +332,7 @@ impl Health {
         let fall = self.thresholds.fall;
         self.update(|i| {
             i.last_check = Some(SystemTime::now());
+            i.last_probe_ok = false;
             i.failure(format!("probe: {reason}"), fall);
         });
     }
@@ -335,38 +351,75 @@ impl Health {
     /// Records a live request that failed transiently: counts it, and counts
     /// one failure toward `fall`.
     pub fn mark_failure(&self, reason: &str) {
-        let fall = self.thresholds.fall;
-        self.update(|i| {
-            i.total_requests += 1;
-            i.failure(reason.to_string(), fall);
-        });
+        self.passive_failure(reason, false, false);
+    }
+
+    /// Like [`mark_failure`](Self::mark_failure), for a server that is the
+    /// only routable one (`sole`): counted, but it stays routable while its
+    /// last probe passed.
+    pub fn mark_failure_as(&self, reason: &str, sole: bool) {
+        self.passive_failure(reason, false, sole);
     }
 
     /// Records a live request that proved the server down: counts it and
     /// makes the server unhealthy at once; `rise` successful probes bring it
     /// back.
     pub fn mark_down(&self, reason: &str) {
+        self.passive_failure(reason, true, false);
+    }
+
+    /// A failed live request: `down` takes the server out at once, else it
+    /// counts toward `fall`; with `sole` (no other server is routable) a
+    /// server whose last probe passed stays routable whatever live
+    /// requests say: only its probes take it out then, so no client's
+    /// requests can empty the rotation.
+    fn passive_failure(&self, reason: &str, down: bool, sole: bool) {
+        let fall = self.thresholds.fall;
         self.update(|i| {
             i.total_requests += 1;
-            i.consecutive_successes = 0;
-            i.consecutive_failures = i.consecutive_failures.saturating_add(1);
-            i.last_error = Some(reason.to_string());
-            i.probed = Probed::Down;
+            let keep = i.kept_by_probe(sole);
+            let was = i.probed;
+            i.failure(reason.to_string(), fall);
+            if down && !keep {
+                i.probed = Probed::Down;
+            }
+            if keep {
+                i.probed = was;
+            }
         });
     }
 
     /// Records the outcome of a live request by the passive policy in the
     /// module docs, and returns its class.
     pub fn observe(&self, result: &Result<UpstreamResponse, TransportError>) -> AttemptClass {
+        self.observe_as(result, false)
+    }
+
+    /// Like [`observe`](Self::observe), for a server that is the only
+    /// routable one (`sole`): a failure a request could cause (a broken
+    /// connection, a timeout, an answer that is not Chroma's) is counted,
+    /// but does not take it out while its active probe passes. A refused
+    /// connection still does.
+    pub fn observe_as(
+        &self,
+        result: &Result<UpstreamResponse, TransportError>,
+        sole: bool,
+    ) -> AttemptClass {
         let class = classify(result);
         match (class, result) {
             (AttemptClass::Answer, _) => self.mark_success(),
             (_, Err(TransportError::NotLeading { .. })) => {}
-            (_, Err(e @ TransportError::Connect { .. })) => self.mark_down(&e.to_string()),
-            (_, Err(e)) => self.mark_failure(&e.to_string()),
-            (_, Ok(r)) => {
-                self.mark_failure(&format!("answered {} without Chroma error JSON", r.status))
+            // No request can make a server refuse connections: that one is
+            // down, sole or not.
+            (_, Err(e @ TransportError::Connect { .. })) => {
+                self.passive_failure(&e.to_string(), true, false)
             }
+            (_, Err(e)) => self.passive_failure(&e.to_string(), false, sole),
+            (_, Ok(r)) => self.passive_failure(
+                &format!("answered {} without Chroma error JSON", r.status),
+                false,
+                sole,
+            ),
         }
         class
     }

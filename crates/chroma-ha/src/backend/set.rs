@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::client::{BackendClient, ClientBuildError, ClientSettings};
+use super::classify::AttemptClass;
+use super::client::{
+    BackendClient, ClientBuildError, ClientSettings, TransportError, UpstreamResponse,
+};
 use super::gate::SendGate;
 use super::health::{Health, Thresholds};
 use super::probe;
@@ -141,6 +144,25 @@ impl Backends {
             })
             .collect();
         ProbeTasks { handles }
+    }
+
+    /// Records the outcome of a live request to `backend` by the passive
+    /// policy ([`Health::observe_as`]): the last routable server stays
+    /// routable while its probes pass.
+    pub fn observe(
+        &self,
+        backend: &Backend,
+        result: &Result<UpstreamResponse, TransportError>,
+    ) -> AttemptClass {
+        let sole = backend.health().is_healthy() && self.healthy_count() == 1;
+        backend.health().observe_as(result, sole)
+    }
+
+    /// Counts a failed live request against `backend` (as
+    /// [`observe`](Self::observe) would).
+    pub fn mark_failure(&self, backend: &Backend, reason: &str) {
+        let sole = backend.health().is_healthy() && self.healthy_count() == 1;
+        backend.health().mark_failure_as(reason, sole);
     }
 
     /// Every server in priority order (primary first).

@@ -37,7 +37,7 @@ pub(super) async fn execute(
 ) -> TaskEnd {
     let backend = &rep.backends.all()[index];
     let result = rep.send_entry(index, &work.entry, credentials).await;
-    let class = backend.health().observe(&result);
+    let class = rep.backends.observe(backend, &result);
     match (result, class) {
         (Ok(response), AttemptClass::Answer) if response.status.is_success() => {
             // A fresh answer (not "already done") is learned from itself.
@@ -171,7 +171,7 @@ pub(super) async fn replay(rep: &Arc<Replicator>, index: usize, lsn: u64, work: 
         let result = rep
             .send_entry(index, &work.entry, http::HeaderMap::new())
             .await;
-        backend.health().observe(&result);
+        rep.backends.observe(backend, &result);
         let outcome = match &result {
             Ok(response) => outcome_of(work, response),
             Err(_) => ReplayOutcome::Transient,

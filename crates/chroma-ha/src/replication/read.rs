@@ -88,6 +88,9 @@ impl Replicator {
         let barrier = self.wal.last_lsn();
         let deadline = Instant::now() + self.settings.write_timeout;
         let mut failed: Vec<usize> = Vec::new();
+        // Failures a request could cause, counted against their servers
+        // only once it is clear the request was not the cause.
+        let mut suspects: Vec<(usize, FailureKind, String)> = Vec::new();
         let mut changes = self.progress_tx.subscribe();
         let mut last_error = String::from("no server is healthy");
         let n = self.backends.all().len();
@@ -112,11 +115,16 @@ impl Replicator {
                 let healthy_left = (0..n)
                     .any(|i| !failed.contains(&i) && self.backends.all()[i].health().is_healthy());
                 if !healthy_left {
+                    if let Some(error) = failed_everywhere(&suspects, &last_error) {
+                        return Err(error);
+                    }
+                    self.count_failures(&mut suspects);
                     return Err(GatewayError::service_unavailable(format!(
                         "no Chroma server can serve the read: {last_error}"
                     )));
                 }
                 if Instant::now() >= deadline {
+                    self.count_failures(&mut suspects);
                     return Err(GatewayError::service_unavailable(format!(
                         "no healthy Chroma server has applied the writes this read must see \
                          (log LSN {barrier}) within {:?}",
@@ -133,8 +141,12 @@ impl Replicator {
                 .client()
                 .send(method.clone(), &path, headers.clone(), body.clone())
                 .await;
-            match (backend.health().observe(&result), result) {
+            match (crate::backend::classify(&result), result) {
                 (AttemptClass::Answer, Ok(response)) => {
+                    backend.health().mark_success();
+                    // Another server answered: the earlier failures were
+                    // those servers', not the request's.
+                    self.count_failures(&mut suspects);
                     let response = match route {
                         Route::Known(known) => {
                             self.adopt_from_response(index, known, &response).await;
@@ -150,9 +162,25 @@ impl Replicator {
                 }
                 (_, result) => {
                     last_error = describe_failure(&result);
+                    match failure_kind(&result) {
+                        // Refused connections (and a closed gate) say
+                        // nothing about the request: marked at once.
+                        None => {
+                            self.backends.observe(backend, &result);
+                        }
+                        Some(kind) => suspects.push((index, kind, last_error.clone())),
+                    }
                     failed.push(index);
                 }
             }
+        }
+    }
+
+    /// Counts the failures of a read against the servers they happened on.
+    fn count_failures(&self, suspects: &mut Vec<(usize, FailureKind, String)>) {
+        for (index, _, reason) in suspects.drain(..) {
+            self.backends
+                .mark_failure(&self.backends.all()[index], &reason);
         }
     }
 
@@ -239,6 +267,61 @@ fn needs_one_order(route: &Route, body: &[u8]) -> bool {
     }
 }
 
+/// How an attempt failed, when the request itself could be the cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    /// The server closed or reset the connection without answering.
+    Broken,
+    /// No answer in time.
+    Timeout,
+    /// An answer that is not Chroma's (a proxy's 502, say).
+    Status(u16),
+}
+
+impl FailureKind {
+    fn describe(self) -> String {
+        match self {
+            FailureKind::Broken => "closed the connection without answering".into(),
+            FailureKind::Timeout => "did not answer in time".into(),
+            FailureKind::Status(s) => format!("answered {s} without a Chroma error"),
+        }
+    }
+}
+
+/// The kind of a failed attempt the request could have caused; `None` for
+/// those it cannot (a refused connection, a request never sent).
+fn failure_kind(result: &Result<UpstreamResponse, TransportError>) -> Option<FailureKind> {
+    match result {
+        Ok(r) => Some(FailureKind::Status(r.status.as_u16())),
+        Err(TransportError::Broken { .. }) => Some(FailureKind::Broken),
+        Err(TransportError::Timeout { .. }) => Some(FailureKind::Timeout),
+        Err(_) => None,
+    }
+}
+
+/// When more than one server failed a read and all in the same way, the
+/// request is the cause (one that crashes Chroma's handler, say): the
+/// client gets a 502 saying so, and no server is marked for it.
+fn failed_everywhere(
+    suspects: &[(usize, FailureKind, String)],
+    last_error: &str,
+) -> Option<GatewayError> {
+    let (_, kind, _) = suspects.first()?;
+    let same = suspects.len() >= 2 && suspects.iter().all(|(_, k, _)| k == kind);
+    same.then(|| {
+        GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "RequestFailedOnEveryServer",
+            format!(
+                "every Chroma server tried ({}) {} for this request ({last_error}): the request \
+                 is the cause, so no server was taken out of rotation",
+                suspects.len(),
+                kind.describe()
+            ),
+        )
+    })
+}
+
 fn describe_failure(result: &Result<UpstreamResponse, TransportError>) -> String {
     match result {
         Ok(r) => format!("a server answered {}", r.status),
@@ -273,5 +356,22 @@ mod tests {
             "/api/v2/tenants/t/databases/d/collections/0195d1e2-0000-4000-8000-000000000001/count",
         );
         assert!(!needs_one_order(&count, b""));
+    }
+
+    #[test]
+    fn a_read_that_fails_the_same_way_on_two_servers_is_the_requests_failure_and_one_server_or_mixed_failures_are_not(
+    ) {
+        let broken = |i| (i, FailureKind::Broken, "closed".to_string());
+        let e =
+            failed_everywhere(&[broken(0), broken(1)], "closed").expect("the request's failure");
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        assert!(String::from_utf8_lossy(&e.body()).contains("RequestFailedOnEveryServer"));
+        assert!(
+            failed_everywhere(&[broken(0)], "closed").is_none(),
+            "one server says nothing"
+        );
+        let timeout = (1, FailureKind::Timeout, "slow".to_string());
+        assert!(failed_everywhere(&[broken(0), timeout], "slow").is_none());
+        assert!(failed_everywhere(&[], "none").is_none());
     }
 }

@@ -310,3 +310,42 @@ async fn slow_probes_do_not_overlap() {
     assert!(h.is_healthy());
     task.abort();
 }
+
+#[test]
+fn the_last_routable_server_whose_probe_passes_stays_in_rotation_whatever_requests_say_except_a_refused_connection(
+) {
+    let h = health(2, 2);
+    h.record_probe_success();
+    let broken = Err(TransportError::Broken {
+        server: "s".into(),
+        method: Method::GET,
+        path: "/api/v2/collections/t:d:c".into(),
+        detail: "connection closed before message completed".into(),
+    });
+    for _ in 0..10 {
+        h.observe_as(&broken, true);
+    }
+    assert!(h.is_healthy(), "ten broken requests, but its probe passes");
+    assert_eq!(h.consecutive_failures(), 10, "still counted");
+    h.observe_as(&broken, false);
+    assert!(!h.is_healthy(), "not the last one: the failures count");
+
+    let h = health(2, 2);
+    h.record_probe_success();
+    h.record_probe_failure("timeout");
+    h.observe_as(&broken, true);
+    assert!(!h.is_healthy(), "its last probe failed too");
+
+    let h = health(2, 2);
+    h.record_probe_success();
+    let refused = Err(TransportError::Connect {
+        server: "s".into(),
+        url: "http://x".into(),
+        detail: "refused".into(),
+    });
+    h.observe_as(&refused, true);
+    assert!(
+        !h.is_healthy(),
+        "no request makes a server refuse connections"
+    );
+}
