@@ -94,8 +94,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-    if config.log_url.is_some() {
-        return run_shared(config, metrics, listener).await;
+    if let Some(url) = config.log_url.as_ref().map(|u| u.expose().to_string()) {
+        return run_shared(config, &url, metrics, listener).await;
     }
     let backends = Arc::new(Backends::new(&config)?);
     let _probes = backends.spawn_probes();
@@ -124,6 +124,7 @@ fn fsync_hook(metrics: &Arc<Metrics>) -> Arc<dyn Fn(Duration) + Send + Sync> {
 /// deposed.
 async fn run_shared<L>(
     config: Arc<Config>,
+    url: &str,
     metrics: Arc<Metrics>,
     listener: L,
 ) -> Result<(), RunError>
@@ -131,11 +132,9 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let url = config.log_url.as_ref().map(|u| u.expose().to_string());
-    let url = url.unwrap_or_default();
     let lease_time = config.cluster.lease_time;
     let lease_log = pglog::PgLog::connect(
-        &url,
+        url,
         pglog::PgLogOptions {
             op_timeout: lease_time / 2,
             pool_size: 2,

@@ -82,27 +82,24 @@ async fn status(cluster: &Cluster) -> Response {
             .forwarder
             .leader_status(&address)
             .await
-            .unwrap_or_else(|e| {
-                serde_json::json!({
-                    "service": "chroma-ha",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "ready": false,
-                    "not_ready_reason": format!("the leader's status could not be read: {e}"),
-                    "instances": [],
-                })
-            }),
-        role => serde_json::json!({
-            "service": "chroma-ha",
-            "version": env!("CARGO_PKG_VERSION"),
-            "ready": false,
-            "not_ready_reason": format!("no leader (this gateway is {})", role.name()),
-            "instances": [],
-        }),
+            .unwrap_or_else(|e| not_ready(format!("the leader's status could not be read: {e}"))),
+        role => not_ready(format!("no leader (this gateway is {})", role.name())),
     };
     if let Some(map) = doc.as_object_mut() {
         map.insert("cluster".into(), own);
     }
     Json(doc).into_response()
+}
+
+/// A `/status` document with no servers, not ready for `reason`.
+fn not_ready(reason: String) -> serde_json::Value {
+    serde_json::json!({
+        "service": "chroma-ha",
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": false,
+        "not_ready_reason": reason,
+        "instances": [],
+    })
 }
 
 async fn forward_or_hold(cluster: &Cluster, request: Request) -> Response {

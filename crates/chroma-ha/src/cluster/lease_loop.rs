@@ -218,11 +218,10 @@ impl LeaseLoop {
     fn following(&mut self, info: LeaderInfo) -> Result<(), Deposed> {
         self.saw_epoch(info.epoch);
         let leader = info.holder.clone().unwrap_or_default();
+        if self.term.as_ref().is_some_and(|t| t.core.is_some()) {
+            return Err(self.deposed(info.epoch, leader));
+        }
         if let Some(t) = self.term.take() {
-            if t.core.is_some() {
-                self.term = Some(t);
-                return Err(self.deposed(info.epoch, leader));
-            }
             self.gate.close();
             tracing::warn!(
                 epoch = t.epoch,
