@@ -100,13 +100,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let backends = Arc::new(Backends::new(&config)?);
     let _probes = backends.spawn_probes();
     let rep = Replicator::start(&config, backends, Some(fsync_hook(&metrics))).await?;
-    let state = Arc::new(AppState {
-        rep,
-        config,
-        metrics,
-        warned_shapes: Default::default(),
-        cluster: None,
-    });
+    let state = AppState::start(rep, config, metrics, None);
     tracing::info!(%listen, "chroma-ha is listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -157,13 +151,7 @@ where
                 let rep = Replicator::start_fenced(&config, backends, hook, epoch)
                     .await
                     .map_err(|e| e.to_string())?;
-                let state = Arc::new(AppState {
-                    rep: rep.clone(),
-                    config,
-                    metrics,
-                    warned_shapes: Default::default(),
-                    cluster: Some(cluster),
-                });
+                let state = AppState::start(rep.clone(), config, metrics, Some(cluster));
                 Ok(Started {
                     router: router(state),
                     replicator: rep,

@@ -162,13 +162,12 @@ async fn a_full_dead_letter_list_stops_the_refusing_server_at_the_entry_until_ro
     );
     assert!(rep.dead_letters().is_full());
     // /status and /metrics say so.
-    let app = AppState {
-        rep: rep.clone(),
-        config: Arc::new(c.config.clone()),
-        metrics: Arc::new(Metrics::new().unwrap()),
-        warned_shapes: Default::default(),
-        cluster: None,
-    };
+    let app = AppState::start(
+        rep.clone(),
+        Arc::new(c.config.clone()),
+        Arc::new(Metrics::new().unwrap()),
+        None,
+    );
     let status = chroma_ha::http::status::collect(&app);
     assert!(status.dead_letters_full);
     assert_eq!(status.max_dead_letters, 1);

@@ -11,6 +11,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,9 +47,19 @@ pub struct Metrics {
     stopped_by_dead_letters: IntGaugeVec,
     /// Last values of counters read from the core, to add only the growth.
     seen: Mutex<HashMap<String, u64>>,
+    /// Client requests answered, by class (read, write, passthrough).
+    answered: [AtomicU64; 3],
 }
 
 const NS: &str = "chroma_ha";
+
+fn class_index(class: Class) -> usize {
+    match class {
+        Class::Read => 0,
+        Class::Write => 1,
+        Class::Passthrough => 2,
+    }
+}
 
 fn class_label(class: Class) -> &'static str {
     match class {
@@ -278,11 +289,13 @@ impl Metrics {
             ),
             registry: r,
             seen: Mutex::new(HashMap::new()),
+            answered: Default::default(),
         })
     }
 
     /// Records one client request.
     pub fn request(&self, route: &str, class: Class, server: &str, status: u16, took: Duration) {
+        self.answered[class_index(class)].fetch_add(1, Ordering::Relaxed);
         let class = class_label(class);
         self.requests
             .with_label_values(&[route, class, server, &status.to_string()])
@@ -290,6 +303,11 @@ impl Metrics {
         self.latency
             .with_label_values(&[class, server])
             .observe(took.as_secs_f64());
+    }
+
+    /// Client requests of `class` answered since the start (any status).
+    pub fn answered(&self, class: Class) -> u64 {
+        self.answered[class_index(class)].load(Ordering::Relaxed)
     }
 
     /// Counts a request to an unknown route shape.
@@ -330,7 +348,7 @@ impl Metrics {
         self.wal_segments.set(stats.segments as i64);
         self.undecided.set(rep.undecided() as i64);
         let applied = rep.applied().stats();
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         self.advance(
             "applied_commits".into(),
             load(&applied.commits),

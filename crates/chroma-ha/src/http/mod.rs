@@ -1,8 +1,9 @@
 //! The front: the Chroma-compatible proxy on `/api/v2/…`, and the
-//! gateway's own endpoints (`/health`, `/ready`, `/status`, `/metrics`,
-//! `/admin/…`, and the status page at `/`).
+//! gateway's own endpoints (`/health`, `/ready`, `/status`,
+//! `/status/history`, `/metrics`, `/admin/…`, and the status page at `/`).
 
 pub mod admin;
+pub mod history;
 pub mod metrics;
 pub mod page;
 pub mod proxy;
@@ -29,15 +30,42 @@ pub struct AppState {
     pub warned_shapes: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The gateways sharing the log, when it is in PostgreSQL.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The last minutes, sampled every second, for the status page.
+    pub history: history::History,
+}
+
+impl AppState {
+    /// The state of a gateway whose core runs `rep`, with its history
+    /// sampled every second for as long as the state lives. Needs a Tokio
+    /// runtime.
+    pub fn start(
+        rep: Arc<Replicator>,
+        config: Arc<Config>,
+        metrics: Arc<metrics::Metrics>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Arc<Self> {
+        let state = Arc::new(AppState {
+            rep,
+            config,
+            metrics,
+            warned_shapes: Default::default(),
+            cluster,
+            history: history::History::new(),
+        });
+        history::spawn_sampler(Arc::downgrade(&state));
+        state
+    }
 }
 
 /// The gateway's router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(page::status_page))
+        .route("/favicon.ico", get(page::favicon))
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
         .route("/status", get(status::status))
+        .route("/status/history", get(history::history))
         .route("/metrics", get(metrics::metrics))
         .nest("/admin", admin::router(state.clone()))
         .route("/api/{*rest}", any(proxy::proxy))
