@@ -6,11 +6,13 @@
 # 1. Makes sure <repo>/.venv holds Chroma (chromadb==$CHROMA_VERSION, default
 #    1.5.9): creates the venv with python3 -m venv and pip-installs chromadb,
 #    only if it is missing or has another version. The integration tests start
-#    real Chroma servers from <repo>/.venv/bin/chroma.
+#    real Chroma servers from <repo>/.venv/bin/chroma. Then makes sure
+#    tests/js/node_modules holds the JS client tests/js/package-lock.json pins
+#    (`npm ci --prefix tests/js` if not; needs Node.js and npm).
 # 2. Runs `cargo test --workspace --no-fail-fast` (unit, property, crash,
 #    integration and CLI tests), then the gateway suite (tests/gateway.rs,
-#    the official Python client included) once more through a follower of a
-#    second gateway (CHROMA_HA_SUITE_THROUGH=follower). Any failing test
+#    the official Python and JS clients included) once more through a
+#    follower of a second gateway (CHROMA_HA_SUITE_THROUGH=follower). Any failing test
 #    fails this script.
 #
 # Environment: PYTHON (interpreter used to create the venv, default python3),
@@ -49,7 +51,28 @@ ensure_chroma() {
     echo "test.sh: chromadb $have installed"
 }
 
+# The official JS client for tests/js/client_workload.mjs: npm `chromadb`
+# exactly as tests/js/package-lock.json pins it, installed with `npm ci`
+# only if tests/js/node_modules lacks the pinned version. Without Node.js
+# the JS test would fail, so this stops here and says how to install it.
+ensure_js_client() {
+    local js="$ROOT/tests/js" pinned have
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "test.sh: Node.js and npm are needed for the JS client test (Debian: apt-get install nodejs npm)" >&2
+        exit 1
+    fi
+    pinned="$(cd "$js" && node -p 'require("./package.json").dependencies.chromadb')"
+    have="$(cd "$js" && node -p 'require("./node_modules/chromadb/package.json").version' 2>/dev/null || true)"
+    if [[ "$have" == "$pinned" ]]; then
+        echo "test.sh: JS client chromadb $have found in $js/node_modules"
+        return 0
+    fi
+    echo "test.sh: npm ci --prefix $js (chromadb $pinned; found: ${have:-none})"
+    npm ci --prefix "$js" --no-audit --no-fund </dev/null
+}
+
 ensure_chroma
+ensure_js_client
 export ANONYMIZED_TELEMETRY=False
 
 echo "test.sh: cargo test --workspace --no-fail-fast $*"
