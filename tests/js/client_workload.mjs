@@ -24,9 +24,12 @@
 // ids, where, whereDocument, both, include, limit/offset pages), peek, query
 // (queryEmbeddings, with where, whereDocument and ids), count, delete by ids
 // (an unknown id included) and by where, a write through a
-// `client.collection(id)` handle, modify (rename + metadata), a rename onto
-// an existing name (must fail, nothing changes), deleteCollection, and
-// getCollection / deleteCollection of a missing name (ChromaNotFoundError).
+// `client.collection(id)` handle, list-valued metadata ($contains), delete
+// by whereDocument, modify (rename + metadata; index configuration), a
+// create with an index configuration, a rename onto an existing name (must
+// fail, nothing changes), deleteCollection, getCollection /
+// deleteCollection of a missing name (ChromaNotFoundError), heartbeat,
+// version, getUserIdentity and the pre-flight checks.
 //
 // Embeddings are ALWAYS explicit and every collection is created with
 // `embeddingFunction: null`: the server then stores no embedding function,
@@ -83,6 +86,9 @@ function close(a, b, tol = 1e-6) {
 
 function sameValue(a, b) {
   if (typeof a === "number" && typeof b === "number") return close(a, b);
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && a.every((x, i) => sameValue(x, b[i]));
+  }
   return a === b;
 }
 
@@ -392,9 +398,19 @@ class Workload {
       w,
       () => `getOrCreate on an existing collection changed its metadata: ${show(unchanged.metadata)}`,
     );
-    const second = await client.getOrCreateCollection({ name: nameB, metadata: { kind: "second" }, embeddingFunction: null });
+    const second = await client.getOrCreateCollection({
+      name: nameB,
+      metadata: { kind: "second" },
+      configuration: { hnsw: { space: "cosine", ef_search: 50 } },
+      embeddingFunction: null,
+    });
     this.op("get_or_create_collection");
     this.check(second.id !== col.id, w, "the second collection has the same id as the first");
+    this.check(
+      second.configuration?.hnsw?.space === "cosine" && second.configuration?.hnsw?.ef_search === 50,
+      w,
+      () => `getOrCreate(new, configuration) answered ${show(second.configuration)}`,
+    );
     const both = await client.getCollections([nameA, nameB]);
     this.op("get_collections");
     this.check(
@@ -664,6 +680,31 @@ class Workload {
       await this.expectRecords(second, sModel, ["s-handle"], `${scope} ${nameB} upsert through collection(id)`);
       this.check((await handle.count()) === sModel.size, w, "count through collection(id)");
       this.op("count");
+      // list-valued metadata, $contains on it, and a delete by whereDocument
+      const tE = [this.embedding(), this.embedding()];
+      const tM = [{ tags: ["red", "blue"], n: 1 }, { tags: ["blue"], n: 2 }];
+      const tD = ["tagged one", "tagged two remove-me"];
+      await second.add({ ids: ["t-1", "t-2"], embeddings: tE, metadatas: tM, documents: tD });
+      this.op("add");
+      sModel.set("t-1", [tE[0], tD[0], tM[0]]);
+      sModel.set("t-2", [tE[1], tD[1], tM[1]]);
+      await this.expectRecords(second, sModel, ["t-1", "t-2"], `${scope} ${nameB} list-valued metadata`);
+      const red = await second.get({ where: { tags: { $contains: "red" } }, include: [] });
+      this.op("get");
+      this.check(show(red.ids) === show(["t-1"]), w, () => `get(tags $contains red) = ${show(red.ids)}`);
+      await second.delete({ whereDocument: { $contains: "remove-me" } });
+      this.op("delete_where_document");
+      sModel.delete("t-2");
+      await this.expectAll(second, sModel, `${scope} ${nameB} after delete by whereDocument`);
+      // Chroma 1.5.9 bug: deleting a COLLECTION leaves its records'
+      // list-valued metadata behind (table embedding_metadata_array), and
+      // SQLite hands the freed row ids to the next records added anywhere,
+      // which then show the old lists. Deleting the records first (by id)
+      // removes them properly, so the collection delete below leaks nothing.
+      await second.delete({ ids: ["t-1"] });
+      this.op("delete");
+      sModel.delete("t-1");
+      await this.expectRecords(second, sModel, ["t-1"], `${scope} ${nameB} delete of a list-valued record`);
 
       await this.expectSomeError(() => second.modify({ name: nameA }), w, "rename onto an existing name");
       this.op("modify_conflict");
@@ -709,6 +750,19 @@ class Workload {
     // The old handle (same id) keeps working after the rename.
     this.check((await col.count()) === model.size, w, "count through the handle from before the rename");
     this.op("count");
+    const indexOnly = await col.count({ readLevel: "index_and_wal" });
+    this.op("count");
+    this.check(indexOnly === model.size, w, () => `count(readLevel index_and_wal) = ${indexOnly}`);
+    // modify: the index configuration (metadata untouched)
+    await renamed.modify({ configuration: { hnsw: { ef_search: 120 } } });
+    this.op("modify_configuration");
+    const tuned = await client.getCollection({ name: nameC });
+    this.op("get_collection");
+    this.check(
+      tuned.configuration?.hnsw?.ef_search === 120 && sameMetadata(tuned.metadata, { purpose: "renamed", round: 2 }),
+      w,
+      () => `after modify(configuration): ${show(tuned.configuration)} ${show(tuned.metadata)}`,
+    );
 
     if (this.args.cleanup) {
       await client.deleteCollection({ name: nameC });
@@ -728,6 +782,12 @@ class Workload {
     const version = await base.version();
     this.op("version");
     this.check(typeof version === "string" && version.length > 0, "version", () => `version() = ${show(version)}`);
+    const identity = await base.getUserIdentity();
+    this.op("get_user_identity");
+    this.check(identity.tenant === DEFAULT_TENANT, "identity", () => `getUserIdentity() = ${show(identity)}`);
+    const maxBatch = await base.getMaxBatchSize();
+    this.op("pre_flight_checks");
+    this.check(maxBatch > 25, "pre-flight", () => `getMaxBatchSize() = ${maxBatch}`);
     await this.runScope(DEFAULT_TENANT, DEFAULT_DATABASE);
     if (!this.args.skipTenant) {
       const [tenant, database] = await this.setupTenant();

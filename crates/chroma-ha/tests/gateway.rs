@@ -480,6 +480,8 @@ fn js_client_through_gateway_primary_and_replica_identical() {
         "add_existing",
         "modify_conflict",
         "delete_where",
+        "delete_where_document",
+        "modify_configuration",
         "query",
         "peek",
         "get_collection_by_id",
@@ -489,6 +491,14 @@ fn js_client_through_gateway_primary_and_replica_identical() {
             "{op}: {summary}"
         );
     }
+    eprintln!(
+        "JS workload: {} on node {}: {} operations, {} checks in {} s",
+        summary["client"],
+        summary["node"],
+        summary["total_ops"],
+        summary["checks"],
+        summary["elapsed_s"]
+    );
     assert_workload_converged(&gw, &servers, prefix, &summary);
 }
 
