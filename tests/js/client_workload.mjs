@@ -37,6 +37,12 @@
 // installed) and never downloads a model. An embedding the client would
 // have to compute is a failure of this script.
 //
+// Request shapes of this client that differ from the Python one: every
+// embedding goes as base64 float32 (the pre-flight checks say the server
+// supports it); a metadata value `null` is dropped by the client, so an
+// update cannot remove a key (not tested here; the Python workload does);
+// `delete` with `limit` is refused by chroma-ha on purpose (not used).
+//
 // Runs are deterministic for a given --seed and --prefix; two runs with
 // different prefixes can run in parallel against the same endpoint.
 //
@@ -750,9 +756,9 @@ class Workload {
     // The old handle (same id) keeps working after the rename.
     this.check((await col.count()) === model.size, w, "count through the handle from before the rename");
     this.op("count");
-    const indexOnly = await col.count({ readLevel: "index_and_wal" });
+    const withWal = await col.count({ readLevel: "index_and_wal" });
     this.op("count");
-    this.check(indexOnly === model.size, w, () => `count(readLevel index_and_wal) = ${indexOnly}`);
+    this.check(withWal === model.size, w, () => `count(readLevel index_and_wal) = ${withWal}`);
     // modify: the index configuration (metadata untouched)
     await renamed.modify({ configuration: { hnsw: { ef_search: 120 } } });
     this.op("modify_configuration");
