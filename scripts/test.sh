@@ -7,11 +7,14 @@
 #    1.5.9): creates the venv with python3 -m venv and pip-installs chromadb,
 #    only if it is missing or has another version. The integration tests start
 #    real Chroma servers from <repo>/.venv/bin/chroma.
-# 2. Installs the npm packages of tests/browser (npm ci) if missing.
+# 2. Makes sure the npm packages the tests drive are installed as their
+#    package-lock.json pins them (`npm ci` if not; needs Node.js and npm):
+#    the official JS client (tests/js) and the status page's browser driver
+#    (tests/browser).
 # 3. Runs `cargo test --workspace --no-fail-fast` (unit, property, crash,
 #    integration and CLI tests), then the gateway suite (tests/gateway.rs,
-#    the official Python client included) once more through a follower of a
-#    second gateway (CHROMA_HA_SUITE_THROUGH=follower). Any failing test
+#    the official Python and JS clients included) once more through a
+#    follower of a second gateway (CHROMA_HA_SUITE_THROUGH=follower). Any failing test
 #    fails this script.
 #
 # Environment: PYTHON (interpreter used to create the venv, default python3),
@@ -50,25 +53,12 @@ ensure_chroma() {
     echo "test.sh: chromadb $have installed"
 }
 
-# npm packages the tests drive (pinned by their package-lock.json): the
-# status page's browser driver. Installed from the npm registry only if
-# missing; a missing node or npm fails the tests that need them loudly.
-ensure_npm_packages() {
-    local dir="$1" marker="$2"
-    if [[ -d "$ROOT/$dir/node_modules/$marker" ]]; then
-        echo "test.sh: $dir/node_modules found"
-        return 0
-    fi
-    if ! command -v npm >/dev/null; then
-        echo "test.sh: npm is missing: install Node.js (apt-get install nodejs npm)" >&2
-        exit 1
-    fi
-    echo "test.sh: npm ci --prefix $dir"
-    npm ci --prefix "$ROOT/$dir" --no-audit --no-fund
-}
-
-ensure_chroma
-ensure_npm_packages tests/browser playwright-core
+#    real Chroma servers from <repo>/.venv/bin/chroma.
+# 2. Makes sure the npm packages the tests drive are installed as their
+#    package-lock.json pins them (`npm ci` if not; needs Node.js and npm):
+#    the official JS client (tests/js) and the status page's browser driver
+#    (tests/browser).
+# 3. Runs `cargo test --workspace --no-fail-fast` (unit, property, crash,
 export ANONYMIZED_TELEMETRY=False
 
 echo "test.sh: cargo test --workspace --no-fail-fast $*"

@@ -1,7 +1,7 @@
 //! End-to-end tests of the gateway with REAL Chroma servers (issue 3, "Tests
 //! that must exist and pass"): every test starts its own Chroma servers and
 //! its own `chroma-ha serve` on free loopback ports, drives it (the official
-//! Python client, the Python writers of `tests/python`, or raw HTTP), waits
+//! Python and JS clients, the Python writers of `tests/python`, or raw HTTP), waits
 //! until every server has applied the whole log, and then compares the
 //! servers DIRECTLY (never through the gateway) with
 //! `chroma_ha::check::compare_servers`.
@@ -20,7 +20,8 @@ use chroma_ha::check::{
 use serde_json::{json, Value};
 use support::{
     assert_python_ok, chroma_ha_bin, http_get, http_request, inherited_gateway_env, python_command,
-    python_script, python_summary, run_python, ChromaServer, GatewayProcess, HttpResponse,
+    python_script, python_summary, require_js_client, run_node, run_python, ChromaServer,
+    GatewayProcess, HttpResponse,
 };
 
 /// Timeout of one blocking HTTP request of the test itself.
@@ -353,16 +354,31 @@ fn client_workload_through_gateway(replicas: usize, prefix: &str, records: &str)
     );
     assert_python_ok("client_workload.py through the gateway", &out);
     let summary = python_summary(&out);
+    assert_workload_converged(&gw, &servers, prefix, &summary);
+}
+
+/// After a client workload (Python or JS: both print the same summary)
+/// ran with `prefix` through `gw`: the run succeeded, every server applied
+/// the whole log without a dead letter, and the servers, compared directly,
+/// are identical and hold exactly the collections and record counts the
+/// client saw at the end of its run, in the default scope and in the
+/// workload's own tenant and database.
+fn assert_workload_converged(
+    gw: &SuiteGateway,
+    servers: &[ChromaServer],
+    prefix: &str,
+    summary: &Value,
+) {
     assert_eq!(summary["ok"], json!(true), "{summary}");
     assert!(
         summary["total_ops"].as_u64().unwrap_or(0) > 100,
         "{summary}"
     );
 
-    let s = settled(&gw);
+    let s = settled(gw);
     assert_eq!(
         s["total_instances"],
-        json!(1 + replicas),
+        json!(servers.len()),
         "{}",
         serde_json::to_string_pretty(&s).unwrap_or_default()
     );
@@ -374,7 +390,7 @@ fn client_workload_through_gateway(replicas: usize, prefix: &str, records: &str)
         .collect();
     assert_eq!(names[0], "primary");
 
-    let urls = urls(&servers);
+    let urls = urls(servers);
     let tenant = format!("{prefix}-tenant");
     let scopes = scopes_of(&urls, &[DEFAULT_TENANT, &tenant]);
     assert_eq!(
@@ -423,6 +439,67 @@ fn python_client_through_gateway_primary_and_replica_identical() {
 #[test]
 fn python_client_through_gateway_two_replicas_identical() {
     client_workload_through_gateway(2, "gwtwo", "30");
+}
+
+/// The official JS client (npm `chromadb` 3.x, pinned in
+/// `tests/js/package-lock.json`) over the whole collection and record API
+/// through the gateway; then the servers, compared directly, are identical
+/// and hold what the client saw. Needs Node.js and `npm ci --prefix
+/// tests/js`: without them this test fails (it never skips).
+#[test]
+fn js_client_through_gateway_primary_and_replica_identical() {
+    require_js_client();
+    let prefix = "gwjs";
+    let servers = ChromaServer::start_many(2);
+    let gw = start_gateway(&servers, &[]);
+    let out = run_node(
+        "client_workload.mjs",
+        &[
+            &gw.url(),
+            "--seed",
+            "37",
+            "--prefix",
+            prefix,
+            "--records",
+            "40",
+        ],
+    );
+    assert_python_ok(
+        "node tests/js/client_workload.mjs through the gateway",
+        &out,
+    );
+    let summary = python_summary(&out);
+    assert!(
+        summary["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("chromadb-js 3.")),
+        "{summary}"
+    );
+    for op in [
+        "create_collection_conflict",
+        "add_existing",
+        "modify_conflict",
+        "delete_where",
+        "delete_where_document",
+        "modify_configuration",
+        "query",
+        "peek",
+        "get_collection_by_id",
+    ] {
+        assert!(
+            summary["ops"][op].as_u64().unwrap_or(0) > 0,
+            "{op}: {summary}"
+        );
+    }
+    eprintln!(
+        "JS workload: {} on node {}: {} operations, {} checks in {} s",
+        summary["client"],
+        summary["node"],
+        summary["total_ops"],
+        summary["checks"],
+        summary["elapsed_s"]
+    );
+    assert_workload_converged(&gw, &servers, prefix, &summary);
 }
 
 // ---------------------------------------------------------------------------

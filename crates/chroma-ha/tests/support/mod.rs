@@ -10,6 +10,8 @@
 //!   gateway) started on a free port and awaited on `GET /health`.
 //! - [`python`], [`python_script`], [`run_python`]: the venv's Python and
 //!   the scripts of `<workspace>/tests/python/`.
+//! - [`node`], [`require_js_client`], [`run_node`]: Node.js and the JS client workloads of
+//!   `<workspace>/tests/js/` (a missing Node.js or `node_modules` fails).
 //! - [`http_get`] / [`http_request`]: a tiny blocking HTTP/1.1 client for
 //!   probes and simple assertions, usable with or without a Tokio runtime.
 //!
@@ -22,7 +24,7 @@
 //! process log to stderr to help diagnose the failure.
 //!
 //! Environment overrides: `CHROMA_BIN` (chroma executable), `CHROMA_HA_PYTHON`
-//! (python interpreter).
+//! (python interpreter), `CHROMA_HA_NODE` (node executable).
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
@@ -109,6 +111,83 @@ pub fn assert_python_ok(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `tests/js/`, where the JS client workloads and their pinned npm
+/// dependencies live.
+pub fn js_dir() -> PathBuf {
+    workspace_root().join("tests/js")
+}
+
+/// The Node.js executable: `$CHROMA_HA_NODE` or `node` on `PATH`.
+pub fn node() -> PathBuf {
+    std::env::var_os("CHROMA_HA_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("node"))
+}
+
+/// Panics — never skips — unless Node.js runs and `tests/js/node_modules`
+/// holds the `chromadb` version `tests/js/package.json` pins; the message
+/// says how to install them. Call it before starting servers to fail at
+/// once.
+pub fn require_js_client() {
+    let dir = js_dir();
+    let install = format!(
+        "install Node.js >= 20 (Debian: apt-get install nodejs npm) and run `npm ci --prefix {}` \
+         (.ci/run and scripts/test.sh do both)",
+        dir.display()
+    );
+    let version = Command::new(node())
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    match version {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "`{} --version` failed ({}): {}; {install}",
+            node().display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("cannot run `{}` ({e}); {install}", node().display()),
+    }
+    let client = dir.join("node_modules/chromadb/package.json");
+    assert!(
+        client.is_file(),
+        "{} is missing: the JS client is not installed; {install}",
+        client.display()
+    );
+    let version_in = |path: &Path, pointer: &str| -> String {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        v.pointer(pointer)
+            .and_then(|x| x.as_str())
+            .unwrap_or_else(|| panic!("{} has no {pointer}", path.display()))
+            .to_string()
+    };
+    let pinned = version_in(&dir.join("package.json"), "/dependencies/chromadb");
+    let installed = version_in(&client, "/version");
+    assert_eq!(
+        installed, pinned,
+        "tests/js/node_modules holds chromadb {installed}, tests/js/package.json pins {pinned}; {install}"
+    );
+}
+
+/// Runs `node tests/js/<script> args...` to completion (stdin closed,
+/// working directory `tests/js`) and returns its output; first
+/// [`require_js_client`].
+pub fn run_node(script: &str, args: &[&str]) -> Output {
+    require_js_client();
+    let dir = js_dir();
+    Command::new(node())
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} {script}: {e}", node().display()))
 }
 
 /// The last line of a Python run's stdout parsed as JSON (the scripts of
