@@ -53,12 +53,31 @@ ensure_chroma() {
     echo "test.sh: chromadb $have installed"
 }
 
-#    real Chroma servers from <repo>/.venv/bin/chroma.
-# 2. Makes sure the npm packages the tests drive are installed as their
-#    package-lock.json pins them (`npm ci` if not; needs Node.js and npm):
-#    the official JS client (tests/js) and the status page's browser driver
-#    (tests/browser).
-# 3. Runs `cargo test --workspace --no-fail-fast` (unit, property, crash,
+# The npm packages the tests drive, exactly as each package-lock.json pins
+# them: the official JS client (tests/js, npm chromadb) and the status
+# page's browser driver (tests/browser, playwright-core, which downloads no
+# browser). `npm ci` runs only when node_modules lacks the pinned version.
+# Without Node.js those tests would fail, so this stops here and says how
+# to install it.
+ensure_npm_package() {
+    local dir="$ROOT/$1" package="$2" pinned have
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "test.sh: Node.js and npm are needed for the tests in $1 (Debian: apt-get install nodejs npm)" >&2
+        exit 1
+    fi
+    pinned="$(cd "$dir" && node -p "require('./package.json').dependencies['$package']")"
+    have="$(cd "$dir" && node -p "require('./node_modules/$package/package.json').version" 2>/dev/null || true)"
+    if [[ "$have" == "$pinned" ]]; then
+        echo "test.sh: $package $have found in $1/node_modules"
+        return 0
+    fi
+    echo "test.sh: npm ci --prefix $1 ($package $pinned; found: ${have:-none})"
+    npm ci --prefix "$dir" --no-audit --no-fund </dev/null
+}
+
+ensure_chroma
+ensure_npm_package tests/js chromadb
+ensure_npm_package tests/browser playwright-core
 export ANONYMIZED_TELEMETRY=False
 
 echo "test.sh: cargo test --workspace --no-fail-fast $*"
