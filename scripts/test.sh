@@ -11,6 +11,8 @@
 #    package-lock.json pins them (`npm ci` if not; needs Node.js and npm):
 #    the official JS client (tests/js) and the status page's browser driver
 #    (tests/browser).
+#    Makes sure <repo>/.venv-schemathesis holds schemathesis
+#    ($SCHEMATHESIS_VERSION, default 4.32.5) for the schema-driven test.
 # 3. Runs `cargo test --workspace --no-fail-fast` (unit, property, crash,
 #    integration and CLI tests), then the gateway suite (tests/gateway.rs,
 #    the official Python and JS clients included) once more through a
@@ -75,7 +77,23 @@ ensure_npm_package() {
     npm ci --prefix "$dir" --no-audit --no-fund </dev/null
 }
 
+# schemathesis (PyPI) for the schema-driven test (tests/schema_driven.rs),
+# in a venv of its own so its dependencies never meet chromadb's.
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+ensure_schemathesis() {
+    local venv="$ROOT/.venv-schemathesis" have
+    have="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null || true)"
+    if [[ "$have" == "$SCHEMATHESIS_VERSION" ]]; then
+        echo "test.sh: schemathesis $have found in $venv"
+        return 0
+    fi
+    echo "test.sh: installing schemathesis==$SCHEMATHESIS_VERSION into $venv (found: ${have:-none})"
+    [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" </dev/null
+}
+
 ensure_chroma
+ensure_schemathesis
 ensure_npm_package tests/js chromadb
 ensure_npm_package tests/browser playwright-core
 export ANONYMIZED_TELEMETRY=False
