@@ -100,3 +100,9 @@ fn every_metric_the_alert_rules_name_is_one_the_gateway_exports() {
 
 #[path = "deploy_files/dashboard.rs"]
 mod dashboard;
+
+#[path = "deploy_files/systemd.rs"]
+mod systemd;
+
+#[path = "deploy_files/containers.rs"]
+mod containers;
