@@ -36,6 +36,16 @@ const LONG: Duration = Duration::from_secs(120);
 /// Deadline of one short script run (health check, a few monitor lines).
 const SCRIPT: Duration = Duration::from_secs(120);
 
+/// Gateway settings of these tests on top of the fault tests' fast health
+/// checks: a killed server is still out within a second (refused
+/// connections fail at once), but a slow answer on a loaded machine takes
+/// no server out of rotation and fails no request.
+const PATIENT: &[(&str, &str)] = &[
+    ("CHROMA_HA_PROBE_TIMEOUT", "10"),
+    ("CHROMA_HA_REQUEST_TIMEOUT", "60"),
+    ("CHROMA_HA_CONNECT_TIMEOUT", "5"),
+];
+
 /// Creates a collection through the gateway; its id.
 fn create_collection(gw: &str, name: &str) -> String {
     let r = post_json(&collections_url(gw, DATABASE), &json!({ "name": name }));
@@ -236,10 +246,12 @@ fn assert_still(gw: &str, before: &Value) {
 fn health_check_and_monitor_report_what_status_says_as_servers_go_down() {
     let _serial = serial();
     // A small log cap, so that its usage is a figure to check.
-    let mut c = Cluster::start(&[
+    let mut settings = PATIENT.to_vec();
+    settings.extend([
         ("CHROMA_HA_WAL_SEGMENT_BYTES", "1MiB"),
         ("CHROMA_HA_WAL_MAX_BYTES", "2MiB"),
     ]);
+    let mut c = Cluster::start(&settings);
     let gw = c.gw();
     let coll = create_collection(&gw, "ops-health");
     for i in 0..3 {

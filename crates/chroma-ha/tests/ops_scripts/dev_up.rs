@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::fault_kit::{
-    collections_url, request_json, serial, status_now, wait_caught_up, DATABASE,
+    collections_url, request_json, serial, status, wait_caught_up, wait_until, DATABASE,
 };
 use crate::ops_kit::{alive, descendants, kill_all, port_open, start_script, Proc};
 use crate::support::{
@@ -144,7 +144,9 @@ fn dev_up_starts_a_deployment_that_answers_and_ctrl_c_stops_all_of_it() {
     assert_eq!(after(&out, "Replica Chroma:"), replica);
     let ready = http_get(&format!("{gw}/ready"), Duration::from_secs(30)).expect("GET /ready");
     assert_eq!(ready.status, 200, "{}", ready.text());
-    assert_eq!(status_now(&gw)["healthy_instances"], 2);
+    wait_until("the gateway sees both servers healthy", LONG, || {
+        status(&gw).is_some_and(|s| s["healthy_instances"] == 2)
+    });
 
     // Its Python example works, and the record reaches both servers.
     let example: Vec<&str> = out

@@ -11,7 +11,7 @@ use crate::fault_kit::{
 };
 use crate::ops_kit::{run_script, Run};
 use crate::support::http_get;
-use crate::LONG;
+use crate::{LONG, PATIENT};
 
 /// Records per add request of the run.
 const BATCH: u64 = 5;
@@ -105,7 +105,7 @@ fn count_on(server: &str, name: &str) -> u64 {
 #[test]
 fn the_performance_test_prints_plausible_figures_and_its_writes_reach_both_servers() {
     let _serial = serial();
-    let c = Cluster::start(&[]);
+    let c = Cluster::start(PATIENT);
     let gw = c.gw();
     let (batch, seconds, catchup) = (BATCH.to_string(), SECONDS.to_string(), CATCHUP.to_string());
     let run = run_script(
