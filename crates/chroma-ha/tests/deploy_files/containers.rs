@@ -244,6 +244,23 @@ fn the_dockerfile_copies_files_that_exist_and_runs_the_binary_the_workspace_buil
             ".dockerignore lacks {dir}"
         );
     }
+    // Every workspace member is inside what it copies (cargo needs them
+    // all, even for -p), and no source reads a file from outside crates/.
+    let manifest: toml::Value = std::fs::read_to_string(root.join("Cargo.toml"))
+        .expect("read Cargo.toml")
+        .parse()
+        .expect("Cargo.toml is TOML");
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("members");
+    for m in members {
+        let m = m.as_str().expect("a member path");
+        assert!(
+            m.starts_with("crates/"),
+            "workspace member {m} is not copied"
+        );
+    }
+    assert_no_include_outside(&root.join("crates"));
     // --locked: the lock file is up to date with the manifests.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
@@ -256,6 +273,29 @@ fn the_dockerfile_copies_files_that_exist_and_runs_the_binary_the_workspace_buil
         "cargo metadata --locked: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// No `include_str!`/`include_bytes!` under `dir` reaches above crates/
+/// (a crate's `src/` is three levels below the root).
+fn assert_no_include_outside(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read a source dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
+            assert_no_include_outside(&path);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in text
+                .lines()
+                .filter(|l| l.contains("include_str!(") || l.contains("include_bytes!("))
+            {
+                assert!(
+                    !line.contains("../../../"),
+                    "{} includes a file outside crates/, which the image does not copy: {line}",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 #[test]
