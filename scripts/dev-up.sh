@@ -43,6 +43,10 @@ while [[ $# -gt 0 ]]; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# CHROMA_HA_BIN may be relative to where the script was started from.
+if [[ -n "${CHROMA_HA_BIN:-}" && "$CHROMA_HA_BIN" != /* ]]; then
+    CHROMA_HA_BIN="$PWD/$CHROMA_HA_BIN"
+fi
 cd "$ROOT"
 
 CHROMA_VERSION="${CHROMA_VERSION:-1.5.9}"
@@ -63,10 +67,16 @@ die() { printf 'dev-up: ERROR: %s\n' "$*" >&2; exit 1; }
 PIDS=()
 NAMES=()
 STOPPED=0
+# The background sleep of the wait loop, while one runs.
+SLEEP_PID=""
 
 stop_all() {
     [[ $STOPPED -eq 1 ]] && return 0
     STOPPED=1
+    if [[ -n "$SLEEP_PID" ]]; then
+        kill -TERM "$SLEEP_PID" 2>/dev/null || true
+        wait "$SLEEP_PID" 2>/dev/null || true
+    fi
     local i pid
     # Stop in reverse order: the gateway first, then the replica, the primary.
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
@@ -266,6 +276,13 @@ NAMES+=("gateway")
 say "gateway: chroma-ha on $GATEWAY_URL (pid $GATEWAY_PID, log $LOG_DIR/gateway.log)"
 wait_http gateway "$GATEWAY_PID" "$GATEWAY_URL/ready" 120
 
+# The binary as the commands below name it: relative to the repository root
+# when it is inside it (the script runs there), else absolute.
+GATEWAY_SHOWN="$GATEWAY_BIN"
+if [[ "$GATEWAY_BIN" == "$ROOT/"* ]]; then
+    GATEWAY_SHOWN="${GATEWAY_BIN#"$ROOT/"}"
+fi
+
 cat <<INFO
 
 chroma-ha is ready.
@@ -283,8 +300,8 @@ import chromadb
 client = chromadb.HttpClient(host="127.0.0.1", port=$GATEWAY_PORT)
 client.get_or_create_collection("demo").add(ids=["doc-1"], embeddings=[[0.1, 0.2, 0.3]], documents=["hello, chroma-ha"])
 
-Check it:  CHROMA_HA_URL=$GATEWAY_URL target/release/chroma-ha status
-           target/release/chroma-ha check --server $PRIMARY_URL --server $REPLICA_URL
+Check it:  CHROMA_HA_URL=$GATEWAY_URL $GATEWAY_SHOWN status
+           $GATEWAY_SHOWN check --server $PRIMARY_URL --server $REPLICA_URL
 
 Press Ctrl-C to stop the gateway and both Chroma servers.
 INFO
@@ -310,7 +327,10 @@ while true; do
             say "WARNING: the $name Chroma server (pid $pid) exited; see $LOG_DIR/$name.log"
         fi
     done
-    # Sleep in the background so that a signal is handled at once.
+    # Sleep in the background so that a signal is handled at once (stop_all
+    # ends that sleep too).
     sleep 1 &
-    wait $! 2>/dev/null || true
+    SLEEP_PID=$!
+    wait "$SLEEP_PID" 2>/dev/null || true
+    SLEEP_PID=""
 done

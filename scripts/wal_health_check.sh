@@ -5,7 +5,9 @@
 #   scripts/wal_health_check.sh [--url URL] [--quiet]
 #
 # Reads GET $CHROMA_HA_URL/status (default http://127.0.0.1:8000) and prints
-# one line per finding, then a summary line. Exit status:
+# one line per finding (CRITICAL: first, then WARNING:), then a summary line
+# (OK:, DEGRADED: or CRITICAL:). --quiet leaves the summary out unless all is
+# well. Exit status:
 #   0  healthy
 #   1  degraded: a server unhealthy, draining or its applier paused, lag or
 #      log usage above the WARN thresholds, dead letters present
@@ -18,6 +20,8 @@
 #   WARN_LAG_SECONDS (default 60)     CRIT_LAG_SECONDS (default 600)
 #   WARN_WAL_PCT     (default 70)     CRIT_WAL_PCT     (default 90)
 #   TIMEOUT          seconds to wait for the gateway (default 5)
+# A threshold is exceeded when the value is strictly above it. A bad
+# argument or threshold also exits 2 (with a message on stderr).
 #
 # Needs curl and python3 (no jq).
 set -euo pipefail
@@ -96,6 +100,14 @@ def add(level, text):
     findings.append((level, text))
 
 
+def size(n):
+    """Bytes as the largest binary unit that keeps a figure of at least 1."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
 def num(value, default=0.0):
     try:
         return float(value)
@@ -148,10 +160,10 @@ pct = None
 if used >= 0 and cap > 0:
     pct = used * 100.0 / cap
     if pct > th["CRIT_WAL_PCT"]:
-        add(2, f"log uses {pct:.1f}% of its {cap / 2**30:.1f} GiB cap "
+        add(2, f"log uses {pct:.1f}% of its {size(cap)} cap "
                f"(critical above {th['CRIT_WAL_PCT']:g}%; writes get 507 at 100%)")
     elif pct > th["WARN_WAL_PCT"]:
-        add(1, f"log uses {pct:.1f}% of its {cap / 2**30:.1f} GiB cap "
+        add(1, f"log uses {pct:.1f}% of its {size(cap)} cap "
                f"(warning above {th['WARN_WAL_PCT']:g}%)")
 if status.get("dead_letters_full") is True:
     add(1, status.get("dead_letters_message") or "the dead-letter list is full")
@@ -166,7 +178,8 @@ for lvl, text in sorted(findings, key=lambda f: -f[0]):
 if not quiet or level == 0:
     verdict = {0: "OK", 1: "DEGRADED", 2: "CRITICAL"}[level]
     pct_text = f"{pct:.1f}%" if pct is not None else "?"
-    print(f"{verdict}: {url} ready={status.get('ready')} servers {healthy}/{total} healthy, "
+    ready = json.dumps(status.get("ready"))
+    print(f"{verdict}: {url} ready={ready} servers {healthy}/{total} healthy, "
           f"executor {status.get('executor') or 'none'}, last LSN {log.get('last_lsn', '?')}, "
           f"log {pct_text} of cap, dead letters {log_dead:.0f}")
 sys.exit(level)

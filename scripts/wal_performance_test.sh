@@ -2,7 +2,7 @@
 # Load test of a running chroma-ha gateway with the official Python client:
 #
 #   scripts/wal_performance_test.sh [--url URL] [--writers N] [--readers N]
-#       [--seconds S] [--batch B] [--dim D] [--catchup-timeout S] [--json]
+#       [--seconds S] [--batch B] [--dim D] [--catchup-timeout S] [--json] [--keep]
 #
 # For S seconds, N writer threads add batches of B records (explicit random
 # embeddings of dimension D, a document and a metadata each) to a fresh
@@ -10,7 +10,9 @@
 # Then it prints writes/s (requests and records), reads/s, and latency
 # percentiles p50/p95/p99 of each; waits until every server has applied the
 # log up to the last write (from GET /status) and prints that catch-up time
-# and the largest lag seen during the run; and deletes its collection.
+# and the largest lag seen during the run; and deletes its collection
+# (unless --keep). Percentiles are nearest-rank: p95 is the smallest latency
+# at least 95% of the requests did not exceed.
 #
 # Options (defaults in brackets):
 #   --url URL             gateway base URL [$CHROMA_HA_URL or http://127.0.0.1:8000]
@@ -21,6 +23,8 @@
 #   --dim D               embedding dimension [128]
 #   --catchup-timeout S   longest wait for the servers to catch up [120]
 #   --json                print the summary as one JSON line at the end too
+#   --keep                keep the collection (to inspect the records on each
+#                         server); its name is printed
 #
 # Bounded in time: the whole run is stopped after S + catchup-timeout + 120 s.
 # Exit status: 0 done, 1 some requests failed or the servers did not catch up,
@@ -41,6 +45,7 @@ BATCH=10
 DIM=128
 CATCHUP=120
 JSON=0
+KEEP=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h | --help) usage; exit 0 ;;
@@ -52,6 +57,7 @@ while [[ $# -gt 0 ]]; do
         --dim) DIM="${2:?--dim needs a value}"; shift ;;
         --catchup-timeout) CATCHUP="${2:?--catchup-timeout needs a value}"; shift ;;
         --json) JSON=1 ;;
+        --keep) KEEP=1 ;;
         *) echo "wal_performance_test: unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -81,10 +87,11 @@ LIMIT=$((SECONDS_ + CATCHUP + 120))
 # SIGINT first so that Python cleans up its collection; SIGKILL 15 s later.
 status=0
 PERF_URL="$URL" PERF_WRITERS="$WRITERS" PERF_READERS="$READERS" PERF_SECONDS="$SECONDS_" \
-PERF_BATCH="$BATCH" PERF_DIM="$DIM" PERF_CATCHUP="$CATCHUP" PERF_JSON="$JSON" \
+PERF_BATCH="$BATCH" PERF_DIM="$DIM" PERF_CATCHUP="$CATCHUP" PERF_JSON="$JSON" PERF_KEEP="$KEEP" \
 ANONYMIZED_TELEMETRY=False PYTHONUNBUFFERED=1 \
     timeout --foreground -s INT -k 15 "$LIMIT" "$PY" - <<'PY' || status=$?
 import json
+import math
 import os
 import signal
 import sys
@@ -117,6 +124,7 @@ BATCH = int(env["PERF_BATCH"])
 DIM = int(env["PERF_DIM"])
 CATCHUP = float(env["PERF_CATCHUP"])
 AS_JSON = env.get("PERF_JSON") == "1"
+KEEP = env.get("PERF_KEEP") == "1"
 
 u = urllib.parse.urlparse(URL)
 if u.scheme not in ("http", "https") or not u.hostname:
@@ -136,10 +144,12 @@ def get_status():
 
 
 def pct(values, p):
+    """Nearest-rank percentile: the smallest value that at least p% of the
+    values do not exceed."""
     if not values:
         return float("nan")
     v = sorted(values)
-    k = max(0, min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1))
+    k = max(0, min(len(v) - 1, math.ceil(p / 100.0 * len(v)) - 1))
     return v[k]
 
 
@@ -277,9 +287,12 @@ try:
         "writes_per_s": wr / elapsed, "records_per_s": wr * BATCH / elapsed,
         "write_p50_ms": pms(write_lat, 50), "write_p95_ms": pms(write_lat, 95),
         "write_p99_ms": pms(write_lat, 99),
+        "write_max_ms": max(write_lat) * 1000.0 if write_lat else None,
+        "elapsed_s": elapsed,
         "read_requests": rd, "read_errors": read_err[0], "reads_per_s": rd / elapsed,
         "read_p50_ms": pms(read_lat, 50), "read_p95_ms": pms(read_lat, 95),
         "read_p99_ms": pms(read_lat, 99),
+        "read_max_ms": max(read_lat) * 1000.0 if read_lat else None,
     })
     if write_err[0] or read_err[0]:
         exit_code = 1
@@ -291,6 +304,7 @@ try:
         print("catch-up: skipped (no /status with write_ahead_log.last_lsn at this URL)")
         summary["catchup_s"] = None
     else:
+        summary["catchup_lsn"] = target
         deadline = writes_done + CATCHUP
         behind = {}
         while True:
@@ -330,7 +344,9 @@ except Exception as e:  # noqa: BLE001 - report, clean up, fail
     exit_code = 1
 finally:
     stop.set()
-    if collection is not None:
+    if collection is not None and KEEP:
+        print(f"cleanup: collection {name} kept (--keep)")
+    elif collection is not None:
         try:
             client.delete_collection(name)
             print(f"cleanup: collection {name} deleted")
