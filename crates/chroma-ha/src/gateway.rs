@@ -104,19 +104,22 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let tls_metrics = TlsMetrics::register(metrics.registry()).map_err(RunError::Metrics)?;
     let cert = ServerCert::load(cert_file, key_file, tls_metrics)?;
-    let listener = TlsListener::new(tcp, cert.server_config()?).map_err(|source| {
-        RunError::Listen {
+    let listener =
+        TlsListener::new(tcp, cert.server_config()?).map_err(|source| RunError::Listen {
             addr: listen,
             source,
-        }
-    })?;
+        })?;
     let _reloads = cert.watch(POLL_INTERVAL);
     tracing::info!(cert_file = %cert_file.display(), "the listener serves TLS only; SIGHUP reloads the certificate");
     serve_on(config, metrics, listener).await
 }
 
 /// Serves on `listener` (plain or TLS) until told to stop.
-async fn serve_on<L>(config: Arc<Config>, metrics: Arc<Metrics>, listener: L) -> Result<(), RunError>
+async fn serve_on<L>(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    listener: L,
+) -> Result<(), RunError>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,

@@ -158,7 +158,11 @@ fn root_store_from_file(path: &Path) -> Result<rustls::RootCertStore, TlsError> 
     let mut roots = rustls::RootCertStore::empty();
     for cert in parse_certs(TlsFile::Ca, path, &pem)? {
         roots.add(cert).map_err(|e| {
-            TlsError::new(TlsFile::Ca, path, format!("has an unusable CA certificate: {e}"))
+            TlsError::new(
+                TlsFile::Ca,
+                path,
+                format!("has an unusable CA certificate: {e}"),
+            )
         })?;
     }
     Ok(roots)
@@ -279,14 +283,21 @@ impl ClientTls {
 /// handshake the peer refused (e.g. for want of a client certificate).
 pub fn explain_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::{CertificateError, Error};
+    /// `e` as a rustls error, looking through nested `io::Error`s (whose
+    /// `source` skips the error they wrap).
+    fn rustls_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+        loop {
+            if let Some(tls) = e.downcast_ref::<Error>() {
+                return Some(tls);
+            }
+            let inner: &(dyn std::error::Error + 'static) =
+                e.downcast_ref::<std::io::Error>()?.get_ref()?;
+            e = inner;
+        }
+    }
     let mut next = Some(err);
     while let Some(e) = next {
-        let found = e.downcast_ref::<Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<Error>())
-        });
-        if let Some(tls) = found {
+        if let Some(tls) = rustls_error(e) {
             return Some(match tls {
                 Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
                     "TLS certificate verification failed: the server's certificate is not \

@@ -583,7 +583,10 @@ fn invalid_env_values_name_the_variable_and_value() {
         &["PRIMARY_URL: 'ftp://x' is not an http(s) URL"],
     );
     assert_eq!(
-        load_env(&[("PRIMARY_URL", "https://x")]).unwrap().primary.url,
+        load_env(&[("PRIMARY_URL", "https://x")])
+            .unwrap()
+            .primary
+            .url,
         "https://x"
     );
     assert_err(
@@ -591,7 +594,11 @@ fn invalid_env_values_name_the_variable_and_value() {
             ("PRIMARY_URL", "https://x"),
             ("CHROMA_HA_TLS_CA_FILE", "/nonexistent/ca.pem"),
         ]),
-        &["CHROMA_HA_TLS_CA_FILE", "'/nonexistent/ca.pem'", "cannot be read"],
+        &[
+            "CHROMA_HA_TLS_CA_FILE",
+            "'/nonexistent/ca.pem'",
+            "cannot be read",
+        ],
     );
     assert_err(
         load_env(&[

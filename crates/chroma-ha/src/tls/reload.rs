@@ -151,16 +151,20 @@ impl ServerCert {
     /// from the next handshake on; otherwise keeps the old certificate.
     pub async fn reload(&self) -> Result<(), TlsError> {
         let result = async {
-            let cert_pem = tokio::fs::read(&self.cert_file).await.map_err(|e| TlsError {
-                which: TlsFile::Cert,
-                path: self.cert_file.clone(),
-                reason: format!("cannot be read: {e}"),
-            })?;
-            let key_pem = tokio::fs::read(&self.key_file).await.map_err(|e| TlsError {
-                which: TlsFile::Key,
-                path: self.key_file.clone(),
-                reason: format!("cannot be read: {e}"),
-            })?;
+            let cert_pem = tokio::fs::read(&self.cert_file)
+                .await
+                .map_err(|e| TlsError {
+                    which: TlsFile::Cert,
+                    path: self.cert_file.clone(),
+                    reason: format!("cannot be read: {e}"),
+                })?;
+            let key_pem = tokio::fs::read(&self.key_file)
+                .await
+                .map_err(|e| TlsError {
+                    which: TlsFile::Key,
+                    path: self.key_file.clone(),
+                    reason: format!("cannot be read: {e}"),
+                })?;
             certified_key(
                 (TlsFile::Cert, &self.cert_file, &cert_pem),
                 (TlsFile::Key, &self.key_file, &key_pem),
@@ -194,14 +198,15 @@ impl ServerCert {
     pub fn watch(self: &Arc<Self>, poll: Duration) -> WatchTask {
         let this = self.clone();
         WatchTask(tokio::spawn(async move {
-            let mut hangup =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate reloads only when its files change");
-                        None
-                    }
-                };
+            let mut hangup = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::hangup(),
+            ) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate reloads only when its files change");
+                    None
+                }
+            };
             let mut seen = this.stamps().await;
             let mut ticker = tokio::time::interval(poll);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

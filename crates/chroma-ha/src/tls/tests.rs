@@ -75,7 +75,10 @@ fn refusals_name_the_file_and_the_setting() {
 
     let err = load_server_key(&missing, &key_b).expect_err("missing cert");
     assert_eq!(err.which, TlsFile::Cert);
-    assert!(err.to_string().contains("missing.pem: cannot be read"), "{err}");
+    assert!(
+        err.to_string().contains("missing.pem: cannot be read"),
+        "{err}"
+    );
 
     let err = load_server_key(&cert_a, &garbage).expect_err("no key");
     assert_eq!(err.which, TlsFile::Key);
@@ -114,4 +117,44 @@ fn config_errors_name_the_setting_and_the_file() {
         .expect("https primary with a CA file");
     assert_eq!(config.primary.url, "https://127.0.0.1:8443");
     assert_eq!(config.tls.ca_file.as_deref(), Some(cert.as_path()));
+}
+
+#[tokio::test]
+async fn an_untrusted_server_is_explained_as_a_certificate_problem() {
+    let m = Made::new();
+    let (cert, key) = m.self_signed("server");
+    let server = load_server_key(&cert, &key).expect("server key");
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            server.cert.clone(),
+            parse_key(TlsFile::Key, &key, &std::fs::read(&key).unwrap()).unwrap(),
+        )
+        .expect("server config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = listener::TlsListener::new(tcp, std::sync::Arc::new(config)).unwrap();
+    let _held = listener;
+    // Trusts nothing the server has: a CA file with an unrelated certificate.
+    let (other, _) = m.self_signed("other");
+    let tls = ClientTls::from_files(Some(&other), None, None).expect("client TLS");
+    let client = tls.apply(reqwest::Client::builder()).build().unwrap();
+    let err = client
+        .get(format!("https://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect_err("untrusted server accepted");
+    let mut chain = String::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = next {
+        chain.push_str(&format!(" -> {e:?}"));
+        next = e.source();
+    }
+    let explained = explain_failure(&err).unwrap_or_else(|| panic!("not explained:{chain}"));
+    assert!(
+        explained.contains("TLS certificate verification failed"),
+        "{explained}"
+    );
 }

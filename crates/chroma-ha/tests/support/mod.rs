@@ -433,7 +433,6 @@ impl ChromaServer {
             port: 0,
             child: None,
             starts: 0,
-            ready,
         };
         for attempt in 1..=5 {
             server.port = free_port();

@@ -182,12 +182,10 @@ impl TlsProxy {
             .with_safe_default_protocol_versions()
             .expect("protocol versions");
         let builder = if require_client_cert {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(pki.roots()),
-                provider(),
-            )
-            .build()
-            .expect("client verifier");
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(pki.roots()), provider())
+                    .build()
+                    .expect("client verifier");
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
@@ -196,8 +194,7 @@ impl TlsProxy {
             .with_single_cert(vec![server.der.clone()], read_key(&server.key_file))
             .expect("proxy certificate");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the TLS proxy");
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the TLS proxy");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let port = std_listener.local_addr().expect("proxy address").port();
         let (handshakes, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
