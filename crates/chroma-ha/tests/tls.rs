@@ -130,14 +130,27 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<
 /// certificate `gateway.crt` of `pki`; awaited over https.
 fn tls_gateway(pki: &Arc<Pki>, chroma: &ChromaServer) -> GatewayProcess {
     let issued = pki.issue("gateway", "gateway-one", 1);
+    tls_gateway_with(pki, &issued, &gateway_args(&chroma.url(), &[]), &[])
+}
+
+/// Starts `args` with `issued` as the listener's certificate (plus `extra`
+/// settings) and waits until `GET /health` answers over https.
+fn tls_gateway_with(
+    pki: &Arc<Pki>,
+    issued: &tls_kit::Issued,
+    args: &[String],
+    extra: &[(String, String)],
+) -> GatewayProcess {
+    let mut env = env(&[
+        ("CHROMA_HA_TLS_CERT_FILE", &issued.cert_file),
+        ("CHROMA_HA_TLS_KEY_FILE", &issued.key_file),
+    ]);
+    env.extend(extra.iter().cloned());
     let ready_pki = pki.clone();
     GatewayProcess::start_clean_ready(
         &chroma_ha_bin(),
-        &gateway_args(&chroma.url(), &[]),
-        &env(&[
-            ("CHROMA_HA_TLS_CERT_FILE", &issued.cert_file),
-            ("CHROMA_HA_TLS_KEY_FILE", &issued.key_file),
-        ]),
+        args,
+        &env,
         Arc::new(move |port| {
             let client = ready_pki.https_client();
             rt().block_on(async move {
@@ -152,6 +165,18 @@ fn tls_gateway(pki: &Arc<Pki>, chroma: &ChromaServer) -> GatewayProcess {
             })
         }),
     )
+}
+
+/// `GET /status` of the TLS gateway on `port`, if it answers JSON.
+fn tls_status(client: &reqwest::Client, port: u16) -> Option<Value> {
+    rt().block_on(async {
+        let answer = client
+            .get(format!("https://127.0.0.1:{port}/status"))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&answer.bytes().await.ok()?).ok()
+    })
 }
 
 fn metric(text: &str, line_start: &str) -> f64 {
@@ -383,4 +408,61 @@ fn a_server_certificate_from_another_ca_is_refused_naming_the_server() {
         "a handshake succeeded with the wrong CA"
     );
     assert!(proxy.refused() > 0);
+}
+
+#[test]
+fn a_follower_forwards_to_a_leader_that_serves_tls_trusting_the_ca() {
+    let _rt = rt().enter();
+    let pki = Arc::new(Pki::new("cluster"));
+    let pg = pglog::testing::TestPostgres::start();
+    let chroma = ChromaServer::start();
+    let issued = pki.issue("gateway", "gateway", 30);
+    let ca = pki.ca_file().display().to_string();
+    let extra = vec![
+        ("CHROMA_HA_LOG_URL".to_string(), pg.url("postgres")),
+        ("CHROMA_HA_LEASE_TIME".to_string(), "2".to_string()),
+        (
+            "CHROMA_HA_LEASE_RENEW_INTERVAL".to_string(),
+            "0.5".to_string(),
+        ),
+        ("CHROMA_HA_TLS_CA_FILE".to_string(), ca),
+    ];
+    let args = gateway_args(&chroma.url(), &[]);
+    let client = pki.https_client();
+    let leader = tls_gateway_with(&pki, &issued, &args, &extra);
+    wait_for("the first gateway to lead", Duration::from_secs(30), || {
+        let status = tls_status(&client, leader.port())?;
+        (status["cluster"]["role"] == "leader" && status["ready"] == true).then_some(())
+    });
+    let follower = tls_gateway_with(&pki, &issued, &args, &extra);
+    let status = wait_for(
+        "the second gateway to follow",
+        Duration::from_secs(30),
+        || {
+            let status = tls_status(&client, follower.port())?;
+            (status["cluster"]["role"] == "follower").then_some(status)
+        },
+    );
+    let base = format!("https://127.0.0.1:{}", follower.port());
+    let read = rt().block_on(write_and_read(&client, &base, "tls_forwarded", 3));
+    assert_eq!(read, vec!["r0", "r1", "r2"], "{status}");
+    assert_eq!(count_on_server(&chroma.url(), "tls_forwarded"), Some(3));
+    let metrics = rt().block_on(async {
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    });
+    // create, add, get: three requests answered by the leader over https.
+    assert!(
+        metric(
+            &metrics,
+            "chroma_ha_forwarded_requests_total{outcome=\"answered\"}"
+        ) >= 3.0,
+        "the follower did not forward: {metrics}"
+    );
 }
