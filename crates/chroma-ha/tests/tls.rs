@@ -237,6 +237,13 @@ fn clients_write_and_read_through_the_tls_listener_and_plain_http_is_refused() {
     let err = String::from_utf8_lossy(&status.stderr);
     assert_eq!(status.status.code(), Some(2), "{err}");
     assert!(err.contains("TLS certificate verification failed"), "{err}");
+
+    // SIGTERM stops the TLS listener like the plain one.
+    let mut gw = gw;
+    assert!(
+        gw.terminate(Duration::from_secs(15)),
+        "no clean stop on SIGTERM"
+    );
 }
 
 #[test]
