@@ -192,17 +192,19 @@ fn client_identity(tls: &TlsConfig) -> Result<Option<Identity>, TlsError> {
     let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) else {
         return Ok(None);
     };
-    let cert_pem = read(TlsFile::ClientCert, cert)?;
-    let key_pem = read(TlsFile::ClientKey, key)?;
-    // Checks that the key matches; rustls takes the parts apart again.
-    certified_key(
-        (TlsFile::ClientCert, cert, &cert_pem),
-        (TlsFile::ClientKey, key, &key_pem),
-    )?;
-    Ok(Some((
-        parse_certs(TlsFile::ClientCert, cert, &cert_pem)?,
-        parse_key(TlsFile::ClientKey, key, &key_pem)?,
-    )))
+    let chain = parse_certs(TlsFile::ClientCert, cert, &read(TlsFile::ClientCert, cert)?)?;
+    let private = parse_key(TlsFile::ClientKey, key, &read(TlsFile::ClientKey, key)?)?;
+    CertifiedKey::from_der(chain.clone(), private.clone_key(), &provider()).map_err(|e| {
+        TlsError::new(
+            TlsFile::ClientKey,
+            key,
+            format!(
+                "is not the key of the certificate in {}: {e}",
+                cert.display()
+            ),
+        )
+    })?;
+    Ok(Some((chain, private)))
 }
 
 /// The TLS side of every outgoing HTTP client: which roots are trusted and

@@ -264,6 +264,17 @@ fn the_listener_certificate_reloads_on_sighup_and_when_its_files_change() {
     wait_for("the SIGHUP reload", Duration::from_secs(10), || {
         (rt().block_on(pki.peer_certificate(port)).ok()? == second.der).then_some(())
     });
+    // (The file poll may have been first; the signal reloads all the same.)
+    wait_for(
+        "the SIGHUP reload in the log",
+        Duration::from_secs(10),
+        || {
+            gw.log()
+                .lines()
+                .any(|l| l.contains("reloaded the TLS certificate") && l.contains("SIGHUP"))
+                .then_some(())
+        },
+    );
 
     // A broken key: the reload fails, names the file, keeps the certificate.
     std::fs::write(&second.key_file, "not a key\n").expect("break the key");

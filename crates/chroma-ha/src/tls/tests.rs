@@ -117,6 +117,30 @@ fn config_errors_name_the_setting_and_the_file() {
         .expect("https primary with a CA file");
     assert_eq!(config.primary.url, "https://127.0.0.1:8443");
     assert_eq!(config.tls.ca_file.as_deref(), Some(cert.as_path()));
+    assert_eq!(config.cluster.advertise_url, "http://127.0.0.1:8000");
+
+    let (_, other_key) = m.self_signed("b");
+    let toml = format!(
+        "primary = \"https://127.0.0.1:8443\"\n[tls]\nclient_cert_file = {:?}\nclient_key_file = {:?}\n",
+        cert.display().to_string(),
+        other_key.display().to_string()
+    );
+    let text = crate::config::Config::from_toml_str(&toml, Path::new("gw.toml"))
+        .expect_err("a client key of another certificate")
+        .to_string();
+    assert!(text.contains("tls.client_key_file in gw.toml"), "{text}");
+    assert!(text.contains("b.key") && text.contains("a.crt"), "{text}");
+
+    // A TLS listener makes the default advertised address https.
+    let (cert, key) = m.self_signed("c");
+    let toml = format!(
+        "primary = \"http://127.0.0.1:8001\"\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let config = crate::config::Config::from_toml_str(&toml, Path::new("gw.toml"))
+        .expect("a listener certificate and its key");
+    assert_eq!(config.cluster.advertise_url, "https://127.0.0.1:8000");
 }
 
 #[tokio::test]

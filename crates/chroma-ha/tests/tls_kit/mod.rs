@@ -34,8 +34,11 @@ pub struct Pki {
 /// A certificate issued by a [`Pki`]: its files and its DER.
 #[derive(Clone)]
 pub struct Issued {
+    /// The certificate's PEM file.
     pub cert_file: PathBuf,
+    /// Its private key's PEM file.
     pub key_file: PathBuf,
+    /// The certificate itself.
     pub der: CertificateDer<'static>,
 }
 
