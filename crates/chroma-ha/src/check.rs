@@ -86,6 +86,8 @@ pub struct CheckOptions {
     /// At most this many differences are kept in the report; the others are
     /// only counted in [`CheckReport::omitted_differences`].
     pub max_differences: usize,
+    /// Roots and client certificate for `https://` servers.
+    pub tls: crate::tls::ClientTls,
 }
 
 impl Default for CheckOptions {
@@ -98,6 +100,7 @@ impl Default for CheckOptions {
             auth: Vec::new(),
             request_timeout: Duration::from_secs(60),
             max_differences: 1000,
+            tls: crate::tls::ClientTls::default(),
         }
     }
 }
@@ -376,7 +379,9 @@ impl ServerReader {
                 "server URL must start with http:// or https://, got {url:?}"
             )));
         }
-        let http = reqwest::Client::builder()
+        let http = opts
+            .tls
+            .apply(reqwest::Client::builder())
             .timeout(opts.request_timeout)
             .tcp_nodelay(true)
             .build()

@@ -50,6 +50,11 @@
 //! | `replication.retry_cap`      | `CHROMA_HA_RETRY_CAP`               |                      | `10s`            |
 //! | `replication.give_up_after`  | `CHROMA_HA_GIVE_UP_AFTER`           |                      | `5m`             |
 //! | `replication.max_dead_letters` | `CHROMA_HA_MAX_DEAD_LETTERS`      |                      | `10000`          |
+//! | `tls.cert_file`              | `CHROMA_HA_TLS_CERT_FILE`           |                      | none (plain HTTP) |
+//! | `tls.key_file`               | `CHROMA_HA_TLS_KEY_FILE`            |                      | none             |
+//! | `tls.ca_file`                | `CHROMA_HA_TLS_CA_FILE`             |                      | none (system roots) |
+//! | `tls.client_cert_file`       | `CHROMA_HA_TLS_CLIENT_CERT_FILE`    |                      | none             |
+//! | `tls.client_key_file`        | `CHROMA_HA_TLS_CLIENT_KEY_FILE`     |                      | none             |
 //!
 //! Durations are a number of seconds (`1`, `0.5`) or a number with a unit
 //! (`500ms`, `2s`, `1m`, `1h`). Sizes are bytes or a number with a unit
@@ -67,6 +72,14 @@
 //! extras only come from the file, so a token is never sent to a host it was
 //! not written next to. Servers without their own token use
 //! `server_auth.token`.
+//!
+//! TLS ([`TlsConfig`], loaded by [`crate::tls`]): `tls.cert_file` and
+//! `tls.key_file` (both or neither) make the gateway serve TLS only;
+//! `tls.ca_file` replaces the system's roots for every outgoing connection
+//! (`https://` servers, the leader); `tls.client_cert_file` and
+//! `tls.client_key_file` (both or neither) are presented to servers that ask
+//! for a client certificate. Every file is read and checked at start-up; an
+//! error names the setting and the file.
 
 mod file;
 mod parse;
@@ -140,7 +153,7 @@ pub mod defaults {
 }
 
 /// The complete, validated gateway configuration. Every value here has passed
-/// validation: URLs are http, names are unique, numbers are in range.
+/// validation: URLs are http(s), names are unique, numbers are in range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the gateway listens on.
@@ -174,6 +187,27 @@ pub struct Config {
     pub log_url: Option<Secret>,
     /// How gateways sharing a log in PostgreSQL elect and find a leader.
     pub cluster: ClusterConfig,
+    /// TLS files: the listener's certificate, trusted roots, client identity.
+    pub tls: TlsConfig,
+}
+
+/// The TLS files the gateway uses; every one set here was readable and valid
+/// PEM when the configuration was built, and each key matches its
+/// certificate. Pairs (`cert_file`/`key_file`, `client_cert_file`/
+/// `client_key_file`) are both set or both unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The gateway's certificate chain (PEM); set, the listener speaks TLS only.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for outgoing TLS, instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to servers (mutual TLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM).
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// How the gateways sharing one log in PostgreSQL elect a leader and reach
@@ -184,8 +218,9 @@ pub struct ClusterConfig {
     /// its advertised URL's host and port).
     pub name: String,
     /// Where the other gateways forward requests to this one
-    /// (`http://host:port`; default: from `listen`, with the machine's host
-    /// name for an unspecified address).
+    /// (`http://host:port`, `https://` when the listener has TLS; default:
+    /// from `listen`, with the machine's host name for an unspecified
+    /// address).
     pub advertise_url: String,
     /// How long a claim on the lease lasts (> 2 × `renew_interval`).
     pub lease_time: Duration,

@@ -6,6 +6,8 @@ use crate::cluster::{Cluster, Deposed};
 use crate::config::Config;
 use crate::http::{metrics::Metrics, router, AppState};
 use crate::replication::{Replicator, StartError};
+use crate::tls::listener::TlsListener;
+use crate::tls::reload::{ServerCert, TlsMetrics, POLL_INTERVAL};
 use axum::serve::ListenerExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,9 @@ pub enum RunError {
     /// A server's HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] crate::backend::ClientBuildError),
+    /// The listener's certificate or key cannot be used.
+    #[error("TLS listener: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The replication core could not start.
     #[error(transparent)]
     Replication(#[from] StartError),
@@ -83,17 +88,43 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     // Bound first: no other process on this machine serves this address,
     // so a gateway named after it is the only one of that name.
     let listen = config.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| RunError::Listen {
             addr: listen,
             source,
-        })?
-        .tap_io(|tcp| {
+        })?;
+    let (Some(cert_file), Some(key_file)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        let listener = tcp.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
+        return serve_on(config, metrics, listener).await;
+    };
+    let tls_metrics = TlsMetrics::register(metrics.registry()).map_err(RunError::Metrics)?;
+    let cert = ServerCert::load(cert_file, key_file, tls_metrics)?;
+    let listener =
+        TlsListener::new(tcp, cert.server_config()?).map_err(|source| RunError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let _reloads = cert.watch(POLL_INTERVAL);
+    tracing::info!(cert_file = %cert_file.display(), "the listener serves TLS only; SIGHUP reloads the certificate");
+    serve_on(config, metrics, listener).await
+}
+
+/// Serves on `listener` (plain or TLS) until told to stop.
+async fn serve_on<L>(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    listener: L,
+) -> Result<(), RunError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let listen = config.listen;
     if let Some(url) = config.log_url.as_ref().map(|u| u.expose().to_string()) {
         return run_shared(config, &url, metrics, listener).await;
     }

@@ -26,6 +26,8 @@
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 //! - [`telemetry`] sets up logging.
+//! - [`tls`]: rustls configurations from PEM files — outgoing clients'
+//!   roots and client certificate, the TLS listener and its reloads.
 //!
 //! docs/ARCHITECTURE.md explains the design and where it departs from
 //! DESIGN.md; docs/OPERATIONS.md is the operations guide and runbook.
@@ -40,3 +42,4 @@ pub mod gateway;
 pub mod http;
 pub mod replication;
 pub mod telemetry;
+pub mod tls;

@@ -31,6 +31,7 @@ fn client_for(url: String) -> BackendClient {
         connect_timeout: Duration::from_secs(2),
         pool_idle_timeout: Duration::from_secs(90),
         pool_max_idle: 8,
+        tls: Default::default(),
     };
     BackendClient::new(&server, &settings).unwrap()
 }

@@ -16,9 +16,10 @@ use http::{Method, StatusCode};
 use super::classify::{classify_response, AttemptClass};
 use super::gate::SendGate;
 use crate::config::{Config, Credentials, ServerConfig};
+use crate::tls::ClientTls;
 
 /// Connection settings shared by every server's client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ClientSettings {
     /// Default limit of one request, from connecting to the last body byte.
     pub request_timeout: Duration,
@@ -28,17 +29,21 @@ pub struct ClientSettings {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per server.
     pub pool_max_idle: usize,
+    /// Trusted roots and client certificate for `https://` servers.
+    pub tls: ClientTls,
 }
 
 impl ClientSettings {
     /// The settings the configuration asks for, with pool defaults
-    /// (idle connections kept 90 s, at most 256 per server).
-    pub fn from_config(config: &Config) -> Self {
+    /// (idle connections kept 90 s, at most 256 per server) and `tls`
+    /// (built from `config.tls` by [`ClientTls::from_config`]).
+    pub fn from_config(config: &Config, tls: ClientTls) -> Self {
         ClientSettings {
             request_timeout: config.request_timeout,
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle: 256,
+            tls,
         }
     }
 }
@@ -147,6 +152,9 @@ pub enum ClientBuildError {
         #[source]
         source: reqwest::Error,
     },
+    /// A TLS file (CA, client certificate or key) cannot be used.
+    #[error("TLS for the servers: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The configured credentials are not a valid header value.
     #[error("server '{server}': its token is not a valid HTTP header value")]
     Credentials {
@@ -228,7 +236,9 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 impl BackendClient {
     /// Builds the client of `server`. Does not connect; needs no runtime.
     pub fn new(server: &ServerConfig, settings: &ClientSettings) -> Result<Self, ClientBuildError> {
-        let http = reqwest::Client::builder()
+        let http = settings
+            .tls
+            .apply(reqwest::Client::builder())
             .tcp_nodelay(true)
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(settings.pool_idle_timeout)
@@ -372,10 +382,14 @@ impl BackendClient {
         let server = self.name.to_string();
         let path = path.to_string();
         if e.is_connect() {
+            let detail = match crate::tls::explain_failure(e) {
+                Some(tls) => format!("{tls}: {}", error_chain(e)),
+                None => error_chain(e),
+            };
             TransportError::Connect {
                 server,
                 url: url.to_string(),
-                detail: error_chain(e),
+                detail,
             }
         } else if e.is_timeout() {
             TransportError::Timeout {

@@ -97,7 +97,8 @@ impl Backends {
     /// Like [`new`](Self::new), with clients that send only while `gate`
     /// is open.
     pub fn gated(config: &Config, gate: &SendGate) -> Result<Self, ClientBuildError> {
-        let settings = ClientSettings::from_config(config);
+        let tls = crate::tls::ClientTls::from_config(&config.tls)?;
+        let settings = ClientSettings::from_config(config, tls);
         let thresholds = Thresholds::from_config(&config.health);
         let (changes, _) = watch::channel(0u64);
         let make =

@@ -49,6 +49,9 @@ pub struct CheckArgs {
     /// Do not compare the collections' configuration (index settings).
     #[arg(long)]
     pub ignore_configuration: bool,
+    /// TLS for https:// servers.
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// Runs `chroma-ha check`.
@@ -138,6 +141,7 @@ fn options(args: &CheckArgs) -> Result<CheckOptions, String> {
         compare_schema: !args.ignore_schema,
         auth,
         request_timeout: Duration::from_secs_f64(args.timeout.min(86_400.0)),
+        tls: args.tls.client_tls().map_err(|e| e.to_string())?,
         ..CheckOptions::default()
     })
 }

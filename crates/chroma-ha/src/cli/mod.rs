@@ -46,6 +46,32 @@ pub enum Command {
     },
 }
 
+/// TLS options of the commands that talk to a gateway or a server.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// CA certificates (PEM) to trust for https:// URLs, instead of the
+    /// system's roots.
+    #[arg(long, value_name = "FILE", env = "CHROMA_HA_TLS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that ask for one (with --client-key).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client TLS these options ask for; an error names the file.
+    pub fn client_tls(&self) -> Result<crate::tls::ClientTls, crate::tls::TlsError> {
+        crate::tls::ClientTls::from_files(
+            self.ca_file.as_deref(),
+            self.client_cert.as_deref(),
+            self.client_key.as_deref(),
+        )
+    }
+}
+
 /// `chroma-ha wal …`
 #[derive(Debug, Subcommand)]
 pub enum WalCommand {

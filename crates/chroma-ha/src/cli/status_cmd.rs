@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::tls::ClientTls;
+
 /// Arguments of `chroma-ha status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -27,6 +29,9 @@ pub struct StatusArgs {
     /// Seconds to wait for the answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub timeout: f64,
+    /// TLS for an https:// gateway URL.
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// Runs `chroma-ha status`.
@@ -39,7 +44,14 @@ pub fn run(args: StatusArgs) -> ExitCode {
         eprintln!("chroma-ha status: --timeout must be a positive number of seconds");
         return ExitCode::from(2);
     };
-    let status = match fetch_json(&url, timeout) {
+    let tls = match args.tls.client_tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("chroma-ha status: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let status = match fetch_json(&url, timeout, &tls) {
         Ok(value) => value,
         Err(e) => {
             eprintln!("chroma-ha status: {e}");
@@ -70,13 +82,14 @@ pub fn run(args: StatusArgs) -> ExitCode {
 
 /// `GET url` and parse the body as JSON. Any status is accepted as long as
 /// the body is JSON (a gateway that is not ready may say so with a 503).
-fn fetch_json(url: &str, timeout: Duration) -> Result<Value, String> {
+fn fetch_json(url: &str, timeout: Duration, tls: &ClientTls) -> Result<Value, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
+        let client = tls
+            .apply(reqwest::Client::builder())
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
@@ -104,7 +117,10 @@ fn fetch_json(url: &str, timeout: Duration) -> Result<Value, String> {
 
 /// reqwest's Display hides the cause (e.g. "connection refused"); add it.
 fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
+    let mut text = match crate::tls::explain_failure(e) {
+        Some(tls) => format!("{tls}: {e}"),
+        None => e.to_string(),
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         let _ = write!(text, ": {s}");

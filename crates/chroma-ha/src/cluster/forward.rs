@@ -16,6 +16,7 @@ use http::{header, HeaderMap, HeaderValue, Method};
 
 use crate::backend::strip_hop_by_hop;
 use crate::config::Config;
+use crate::tls::ClientTls;
 
 /// Header a follower adds to what it forwards, naming itself. A gateway
 /// that gets a forwarded request and does not lead answers it (holds it,
@@ -40,16 +41,21 @@ pub enum ForwardError {
 impl Forwarder {
     /// A client whose overall limit covers what the leader may take: its
     /// own hold for a leader, and a write's whole wait for its outcome.
-    pub fn new(config: &Config) -> Result<Forwarder, reqwest::Error> {
+    /// It reaches an `https://` leader trusting `tls.ca_file` (or the
+    /// system's roots), with the configured client certificate.
+    pub fn new(config: &Config) -> Result<Forwarder, String> {
         let limit =
             config.request_timeout + config.cluster.hold_requests_for + Duration::from_secs(10);
-        let http = reqwest::Client::builder()
+        let tls = ClientTls::from_config(&config.tls).map_err(|e| e.to_string())?;
+        let http = tls
+            .apply(reqwest::Client::builder())
             .tcp_nodelay(true)
             .connect_timeout(config.connect_timeout)
             .timeout(limit)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .build()?;
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(Forwarder { http })
     }
 
@@ -81,7 +87,10 @@ impl Forwarder {
         let upstream = match sent {
             Ok(r) => r,
             Err(e) if e.is_connect() || e.is_builder() => {
-                return Err(ForwardError::NotSent(format!("{url}: {e}")))
+                let tls = crate::tls::explain_failure(&e)
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default();
+                return Err(ForwardError::NotSent(format!("{url}: {e}{tls}")));
             }
             Err(e) => return Err(ForwardError::Unknown(format!("{url}: {e}"))),
         };

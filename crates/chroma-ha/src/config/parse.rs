@@ -10,11 +10,6 @@ use std::time::Duration;
 
 use super::{Secret, TokenHeader};
 
-/// Whether this build can talk to `https://` servers. reqwest is built without
-/// a TLS backend, so https URLs are refused at configuration time rather than
-/// failing on every request.
-const TLS_SUPPORTED: bool = false;
-
 /// A rejected value: the reason, and optionally the part of the raw text that
 /// is at fault (one element of a comma list), when it is not the whole text.
 #[derive(Debug)]
@@ -181,21 +176,13 @@ pub(crate) fn port(text: &str) -> Result<u16, Bad> {
         .map_err(|_| Bad::new("is not a port number (0-65535)"))
 }
 
-/// Parses and normalizes a Chroma server's base URL: `http://host[:port][/prefix]`
+/// Parses and normalizes a Chroma server's base URL: `http(s)://host[:port][/prefix]`
 /// without query, fragment or user info, with no trailing slash.
 pub(crate) fn server_url(text: &str) -> Result<String, Bad> {
     let text = text.trim();
     let url = reqwest::Url::parse(text).map_err(|_| Bad::new("is not an http(s) URL"))?;
-    match url.scheme() {
-        "http" => {}
-        "https" if TLS_SUPPORTED => {}
-        "https" => {
-            return Err(Bad::new(
-                "is an https URL, but this build has no TLS support; \
-                 use http:// (e.g. through a local TLS-terminating proxy)",
-            ))
-        }
-        _ => return Err(Bad::new("is not an http(s) URL")),
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Bad::new("is not an http(s) URL"));
     }
     if matches!(url.host_str(), None | Some("")) {
         return Err(Bad::new("has no host"));
@@ -328,6 +315,7 @@ mod tests {
     fn urls() {
         assert_eq!(server_url("http://a:8000/").unwrap(), "http://a:8000");
         assert_eq!(server_url(" http://a:8000/x/ ").unwrap(), "http://a:8000/x");
+        assert_eq!(server_url("https://a:8443/").unwrap(), "https://a:8443");
         for bad in [
             "ftp://x",
             "a:8000",
@@ -336,7 +324,6 @@ mod tests {
             "http://a?x=1",
             "http://a#f",
             "http://u:p@a",
-            "https://a",
         ] {
             assert!(server_url(bad).is_err(), "{bad:?} accepted");
         }

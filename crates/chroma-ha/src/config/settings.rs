@@ -80,6 +80,12 @@ pub(super) struct Draft {
     pub(super) lease_time: Duration,
     pub(super) renew_interval: Duration,
     pub(super) hold_requests_for: Duration,
+    /// TLS files, each with the setting it came from.
+    pub(super) tls_cert_file: Option<(PathBuf, String)>,
+    pub(super) tls_key_file: Option<(PathBuf, String)>,
+    pub(super) tls_ca_file: Option<(PathBuf, String)>,
+    pub(super) tls_client_cert_file: Option<(PathBuf, String)>,
+    pub(super) tls_client_key_file: Option<(PathBuf, String)>,
 }
 
 impl Default for Draft {
@@ -120,6 +126,11 @@ impl Default for Draft {
             lease_time: defaults::LEASE_TIME,
             renew_interval: defaults::RENEW_INTERVAL,
             hold_requests_for: defaults::HOLD_REQUESTS_FOR,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
 }
@@ -174,6 +185,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "health",
     "reads",
     "replication",
+    "tls",
 ];
 
 /// Keys of a server table in the file.
@@ -424,6 +436,34 @@ pub(super) static SETTINGS: &[Setting] = &[
         "CHROMA_HA_MAX_DEAD_LETTERS",
         |d, v, _| {
             d.max_dead_letters = usize_at_least(v, 1)?;
+            Ok(())
+        },
+    ),
+    setting("tls.cert_file", "CHROMA_HA_TLS_CERT_FILE", |d, v, o| {
+        d.tls_cert_file = Some((parse::path(v)?, o.to_string()));
+        Ok(())
+    }),
+    setting("tls.key_file", "CHROMA_HA_TLS_KEY_FILE", |d, v, o| {
+        d.tls_key_file = Some((parse::path(v)?, o.to_string()));
+        Ok(())
+    }),
+    setting("tls.ca_file", "CHROMA_HA_TLS_CA_FILE", |d, v, o| {
+        d.tls_ca_file = Some((parse::path(v)?, o.to_string()));
+        Ok(())
+    }),
+    setting(
+        "tls.client_cert_file",
+        "CHROMA_HA_TLS_CLIENT_CERT_FILE",
+        |d, v, o| {
+            d.tls_client_cert_file = Some((parse::path(v)?, o.to_string()));
+            Ok(())
+        },
+    ),
+    setting(
+        "tls.client_key_file",
+        "CHROMA_HA_TLS_CLIENT_KEY_FILE",
+        |d, v, o| {
+            d.tls_client_key_file = Some((parse::path(v)?, o.to_string()));
             Ok(())
         },
     ),

@@ -12,7 +12,7 @@ use super::settings::{
 };
 use super::{
     ClusterConfig, Config, ConfigError, FsyncMode, FsyncPolicy, HealthConfig, ReadConfig,
-    ReadConsistency, ReplicationConfig, ServeArgs, ServerConfig, WalConfig,
+    ReadConsistency, ReplicationConfig, ServeArgs, ServerConfig, TlsConfig, WalConfig,
 };
 
 fn env_value(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -106,6 +106,7 @@ pub(super) fn unreachable_setting(key: &str) -> ConfigError {
 // ---------------------------------------------------------------- finishing
 
 fn finish(d: Draft) -> Result<Config, ConfigError> {
+    let tls = tls_config(&d)?;
     let Some(primary) = d.primary else {
         return Err(ConfigError::Conflict {
             setting: "primary".to_string(),
@@ -235,13 +236,71 @@ fn finish(d: Draft) -> Result<Config, ConfigError> {
         log_url: d.log_url,
         cluster: cluster_config(
             d.listen,
+            tls.cert_file.is_some(),
             d.gateway_name,
             d.advertise_url,
             d.lease_time,
             d.renew_interval,
             d.hold_requests_for,
         ),
+        tls,
     })
+}
+
+/// The TLS files: pairs complete, and every file readable and valid (an
+/// error names the setting it came from and the file).
+fn tls_config(d: &Draft) -> Result<TlsConfig, ConfigError> {
+    for (a, b) in [
+        (&d.tls_cert_file, &d.tls_key_file),
+        (&d.tls_key_file, &d.tls_cert_file),
+        (&d.tls_client_cert_file, &d.tls_client_key_file),
+        (&d.tls_client_key_file, &d.tls_client_cert_file),
+    ] {
+        if let (Some((_, origin)), None) = (a, b) {
+            let other = match origin_key(origin) {
+                "tls.cert_file" => "tls.key_file (CHROMA_HA_TLS_KEY_FILE)",
+                "tls.key_file" => "tls.cert_file (CHROMA_HA_TLS_CERT_FILE)",
+                "tls.client_cert_file" => "tls.client_key_file (CHROMA_HA_TLS_CLIENT_KEY_FILE)",
+                _ => "tls.client_cert_file (CHROMA_HA_TLS_CLIENT_CERT_FILE)",
+            };
+            return Err(ConfigError::Conflict {
+                setting: origin.clone(),
+                reason: format!("is set without {other}; give both or neither"),
+            });
+        }
+    }
+    let path = |f: &Option<(std::path::PathBuf, String)>| f.as_ref().map(|(p, _)| p.clone());
+    let tls = TlsConfig {
+        cert_file: path(&d.tls_cert_file),
+        key_file: path(&d.tls_key_file),
+        ca_file: path(&d.tls_ca_file),
+        client_cert_file: path(&d.tls_client_cert_file),
+        client_key_file: path(&d.tls_client_key_file),
+    };
+    crate::tls::validate(&tls).map_err(|e| {
+        let origin = match e.which {
+            crate::tls::TlsFile::Cert => &d.tls_cert_file,
+            crate::tls::TlsFile::Key => &d.tls_key_file,
+            crate::tls::TlsFile::Ca => &d.tls_ca_file,
+            crate::tls::TlsFile::ClientCert => &d.tls_client_cert_file,
+            crate::tls::TlsFile::ClientKey => &d.tls_client_key_file,
+        };
+        ConfigError::Invalid {
+            setting: origin.as_ref().map(|(_, o)| o.clone()).unwrap_or_default(),
+            value: e.path.display().to_string(),
+            reason: e.reason,
+        }
+    })?;
+    Ok(tls)
+}
+
+/// The TOML key of a setting's origin (`tls.cert_file in x.toml` or an
+/// environment variable's name).
+fn origin_key(origin: &str) -> &str {
+    match SETTINGS.iter().find(|s| s.env == origin) {
+        Some(s) => s.key,
+        None => origin.split(' ').next().unwrap_or(origin),
+    }
 }
 
 /// Layers every source in precedence order and validates the result.
@@ -272,17 +331,19 @@ fn host_name() -> String {
 
 fn cluster_config(
     listen: std::net::SocketAddr,
+    listen_tls: bool,
     name: Option<String>,
     advertise_url: Option<String>,
     lease_time: std::time::Duration,
     renew_interval: std::time::Duration,
     hold_requests_for: std::time::Duration,
 ) -> ClusterConfig {
+    let scheme = if listen_tls { "https" } else { "http" };
     let advertise_url = advertise_url.unwrap_or_else(|| {
         if listen.ip().is_unspecified() {
-            format!("http://{}:{}", host_name(), listen.port())
+            format!("{scheme}://{}:{}", host_name(), listen.port())
         } else {
-            format!("http://{listen}")
+            format!("{scheme}://{listen}")
         }
     });
     let advertise_url = advertise_url.trim_end_matches('/').to_string();

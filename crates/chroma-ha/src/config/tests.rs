@@ -582,9 +582,30 @@ fn invalid_env_values_name_the_variable_and_value() {
         load_env(&[("PRIMARY_URL", "ftp://x")]),
         &["PRIMARY_URL: 'ftp://x' is not an http(s) URL"],
     );
+    assert_eq!(
+        load_env(&[("PRIMARY_URL", "https://x")])
+            .unwrap()
+            .primary
+            .url,
+        "https://x"
+    );
     assert_err(
-        load_env(&[("PRIMARY_URL", "https://x")]),
-        &["PRIMARY_URL", "'https://x'", "TLS"],
+        load_env(&[
+            ("PRIMARY_URL", "https://x"),
+            ("CHROMA_HA_TLS_CA_FILE", "/nonexistent/ca.pem"),
+        ]),
+        &[
+            "CHROMA_HA_TLS_CA_FILE",
+            "'/nonexistent/ca.pem'",
+            "cannot be read",
+        ],
+    );
+    assert_err(
+        load_env(&[
+            ("PRIMARY_URL", "http://x"),
+            ("CHROMA_HA_TLS_KEY_FILE", "/nonexistent/key.pem"),
+        ]),
+        &["CHROMA_HA_TLS_KEY_FILE", "without tls.cert_file"],
     );
 }
 

@@ -415,22 +415,20 @@ enum WaitOutcome {
     TimedOut,
 }
 
-fn wait_http_ok(child: &mut Child, url: &str, timeout: Duration) -> WaitOutcome {
+fn wait_until_ok(child: &mut Child, timeout: Duration, ok: &dyn Fn() -> bool) -> WaitOutcome {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(st)) = child.try_wait() {
             return WaitOutcome::Exited(st.to_string());
         }
-        if let Ok(r) = http_get(url, Duration::from_secs(2)) {
-            if r.status == 200 {
-                // Make sure it is OUR process that answered (not another
-                // test's server that grabbed the same port).
-                std::thread::sleep(Duration::from_millis(50));
-                if let Ok(Some(st)) = child.try_wait() {
-                    return WaitOutcome::Exited(st.to_string());
-                }
-                return WaitOutcome::Ready;
+        if ok() {
+            // Make sure it is OUR process that answered (not another
+            // test's server that grabbed the same port).
+            std::thread::sleep(Duration::from_millis(50));
+            if let Ok(Some(st)) = child.try_wait() {
+                return WaitOutcome::Exited(st.to_string());
             }
+            return WaitOutcome::Ready;
         }
         if Instant::now() >= deadline {
             return WaitOutcome::TimedOut;
@@ -450,7 +448,21 @@ fn await_ready(
     log: &Path,
     what: &str,
 ) -> Result<(), bool> {
-    match wait_http_ok(slot.insert(child), url, timeout) {
+    await_ready_by(slot, child, timeout, log, what, &|| {
+        http_get(url, Duration::from_secs(2)).is_ok_and(|r| r.status == 200)
+    })
+}
+
+/// [`await_ready`] with its own readiness test `ok`.
+fn await_ready_by(
+    slot: &mut Option<Child>,
+    child: Child,
+    timeout: Duration,
+    log: &Path,
+    what: &str,
+    ok: &dyn Fn() -> bool,
+) -> Result<(), bool> {
+    match wait_until_ok(slot.insert(child), timeout, ok) {
         WaitOutcome::Ready => Ok(()),
         WaitOutcome::Exited(st) => {
             *slot = None;
@@ -711,9 +723,26 @@ pub struct GatewayProcess {
     port: u16,
     child: Option<Child>,
     starts: u32,
+    /// Readiness test given the port, instead of `GET {url}/health` (e.g. a
+    /// gateway that serves TLS only).
+    ready: Option<ReadyCheck>,
 }
 
+/// A readiness test of a gateway on a port ([`GatewayProcess::start_clean_ready`]).
+pub type ReadyCheck = std::sync::Arc<dyn Fn(u16) -> bool + Send + Sync>;
+
 impl GatewayProcess {
+    /// Like [`GatewayProcess::start_clean`], awaited until `ready(port)`
+    /// holds instead of on `GET /health` over plain HTTP.
+    pub fn start_clean_ready(
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        ready: ReadyCheck,
+    ) -> GatewayProcess {
+        Self::start_inner(bin, args, env, inherited_gateway_env(), Some(ready))
+    }
+
     /// Like [`GatewayProcess::start`], for a `chroma-ha` gateway, in a clean
     /// environment for its settings: no variable of the test's environment
     /// that the gateway would read as a setting ([`inherited_gateway_env`]:
@@ -721,14 +750,14 @@ impl GatewayProcess {
     /// it; only `env` (and the small-segment default) does.
     pub fn start_clean(bin: &Path, args: &[String], env: &[(String, String)]) -> GatewayProcess {
         let remove = inherited_gateway_env();
-        Self::start_inner(bin, args, env, remove)
+        Self::start_inner(bin, args, env, remove, None)
     }
 
     /// Spawns `bin args...` (placeholders expanded, see the type doc) with
     /// extra `env`, logs to a file in its temp dir, and waits up to 30 s for
     /// `GET {url}/health` to answer 200. Panics with the log tail on failure.
     pub fn start(bin: &Path, args: &[String], env: &[(String, String)]) -> GatewayProcess {
-        Self::start_inner(bin, args, env, Vec::new())
+        Self::start_inner(bin, args, env, Vec::new(), None)
     }
 
     fn start_inner(
@@ -736,6 +765,7 @@ impl GatewayProcess {
         args: &[String],
         env: &[(String, String)],
         env_remove: Vec<String>,
+        ready: Option<ReadyCheck>,
     ) -> GatewayProcess {
         let dir = tempfile::Builder::new()
             .prefix("chroma-ha-test-gw-")
@@ -768,6 +798,7 @@ impl GatewayProcess {
             port: 0,
             child: None,
             starts: 0,
+            ready,
         };
         for attempt in 1..=5 {
             gw.port = free_port();
@@ -851,14 +882,27 @@ impl GatewayProcess {
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", self.bin.display()));
         let (url, log) = (self.health_url(), self.log_path());
         let what = format!("{} on port {}", self.bin.display(), self.port);
-        await_ready(
-            &mut self.child,
-            child,
-            &url,
-            GATEWAY_START_TIMEOUT,
-            &log,
-            &what,
-        )
+        match self.ready.clone() {
+            Some(ready) => {
+                let port = self.port;
+                await_ready_by(
+                    &mut self.child,
+                    child,
+                    GATEWAY_START_TIMEOUT,
+                    &log,
+                    &what,
+                    &move || ready(port),
+                )
+            }
+            None => await_ready(
+                &mut self.child,
+                child,
+                &url,
+                GATEWAY_START_TIMEOUT,
+                &log,
+                &what,
+            ),
+        }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41235`.

@@ -103,6 +103,7 @@ fn settings(timeout_ms: u64) -> ClientSettings {
         connect_timeout: Duration::from_secs(2),
         pool_idle_timeout: Duration::from_secs(90),
         pool_max_idle: 8,
+        tls: Default::default(),
     }
 }
 
