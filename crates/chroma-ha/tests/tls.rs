@@ -179,6 +179,20 @@ fn tls_status(client: &reqwest::Client, port: u16) -> Option<Value> {
     })
 }
 
+/// `GET {base}/metrics` as text.
+fn metrics_page(client: &reqwest::Client, base: &str) -> String {
+    rt().block_on(async {
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    })
+}
+
 fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -305,16 +319,7 @@ fn the_listener_certificate_reloads_on_sighup_and_when_its_files_change() {
     );
 
     let client = pki.https_client();
-    let metrics = rt().block_on(async {
-        client
-            .get(format!("https://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
-    });
+    let metrics = metrics_page(&client, &format!("https://127.0.0.1:{port}"));
     assert!(
         metric(&metrics, "chroma_ha_tls_cert_reloads_total{result=\"ok\"}") >= 2.0,
         "{metrics}"
@@ -465,16 +470,7 @@ fn a_follower_forwards_to_a_leader_that_serves_tls_trusting_the_ca() {
     let read = rt().block_on(write_and_read(&client, &base, "tls_forwarded", 3));
     assert_eq!(read, vec!["r0", "r1", "r2"], "{status}");
     assert_eq!(count_on_server(&chroma.url(), "tls_forwarded"), Some(3));
-    let metrics = rt().block_on(async {
-        client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
-    });
+    let metrics = metrics_page(&client, &base);
     // create, add, get: three requests answered by the leader over https.
     assert!(
         metric(
