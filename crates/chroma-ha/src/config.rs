@@ -71,7 +71,7 @@
 mod file;
 mod parse;
 mod settings;
-mod sources;
+pub(crate) mod sources;
 #[cfg(test)]
 mod tests;
 

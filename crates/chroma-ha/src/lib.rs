@@ -26,6 +26,8 @@
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 //! - [`telemetry`] sets up logging.
+//! - `fuzzing` (tests and the `fuzzing` feature): fuzz harnesses of the
+//!   decoders of bytes from disk and clients, run by `fuzz/` and `cargo test`.
 //!
 //! docs/ARCHITECTURE.md explains the design and where it departs from
 //! DESIGN.md; docs/OPERATIONS.md is the operations guide and runbook.
@@ -36,6 +38,8 @@ pub mod chroma;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod replication;

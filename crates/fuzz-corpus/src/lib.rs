@@ -36,8 +36,8 @@ fn workspace_root() -> PathBuf {
 /// empty: a harness without seeds would test almost nothing.
 pub fn load(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = corpus_dir(target);
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading corpus {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading corpus {}: {e}", dir.display()));
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.is_file())
@@ -70,7 +70,12 @@ pub struct Exercised {
 pub fn exercise(target: &str, mutations: usize, check: impl Fn(&[u8])) -> Exercised {
     let corpus = load(target);
     for (path, bytes) in &corpus {
-        run_one(target, &format!("corpus file {}", path.display()), bytes, &check);
+        run_one(
+            target,
+            &format!("corpus file {}", path.display()),
+            bytes,
+            &check,
+        );
     }
     let seeds: Vec<&[u8]> = corpus.iter().map(|(_, b)| b.as_slice()).collect();
     let mut rng = StdRng::seed_from_u64(seed_of(target));
@@ -118,8 +123,8 @@ fn save_failure(target: &str, input: &[u8]) -> PathBuf {
 }
 
 const INTERESTING: &[u8] = &[
-    0, 1, 0x7f, 0x80, 0xff, b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'/', b'%', b'.', b'=',
-    b'\n', b' ', b'u', b'E', b'D',
+    0, 1, 0x7f, 0x80, 0xff, b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'/', b'%', b'.',
+    b'=', b'\n', b' ', b'u', b'E', b'D',
 ];
 
 /// One input derived from the seeds by one to four random edits.
@@ -181,7 +186,9 @@ mod tests {
         let seeds: [&[u8]; 2] = [b"hello world", b"{\"a\":1}"];
         let run = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            (0..50).map(|_| mutate(&mut rng, &seeds)).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| mutate(&mut rng, &seeds))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -194,6 +201,9 @@ mod tests {
         let changed = (0..200)
             .filter(|_| mutate(&mut rng, &seeds) != seeds[0])
             .count();
-        assert!(changed > 180, "only {changed} of 200 mutations changed the input");
+        assert!(
+            changed > 180,
+            "only {changed} of 200 mutations changed the input"
+        );
     }
 }

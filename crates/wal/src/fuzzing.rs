@@ -50,14 +50,24 @@ fn check_frame_at_start(data: &[u8]) {
             assert_eq!(consumed, FRAME_HEADER + payload.len());
             let mut again = Vec::new();
             frame::encode(lsn, payload, &mut again);
-            assert_eq!(again, &data[..consumed], "record does not re-encode to its bytes");
+            assert_eq!(
+                again,
+                &data[..consumed],
+                "record does not re-encode to its bytes"
+            );
         }
         Decoded::Incomplete { needed } => {
-            assert!(needed > data.len(), "incomplete, yet {needed} bytes are there");
+            assert!(
+                needed > data.len(),
+                "incomplete, yet {needed} bytes are there"
+            );
             assert!(needed <= FRAME_HEADER + MAX_PAYLOAD);
         }
         Decoded::Invalid(_) => {
-            assert!(data.len() >= FRAME_HEADER, "invalid before a header was read");
+            assert!(
+                data.len() >= FRAME_HEADER,
+                "invalid before a header was read"
+            );
         }
     }
 }
@@ -128,11 +138,20 @@ fn check_segment(data: &[u8]) {
     let verified = verify_with(&fs, dir);
     let inspected = inspect_with(&fs, dir);
     if !matches!(header, Ok(true)) {
-        assert_eq!(header.is_err(), verified.is_err(), "verify and the header check disagree");
-        assert_eq!(header.is_err(), inspected.is_err(), "inspect and the header check disagree");
+        assert_eq!(
+            header.is_err(),
+            verified.is_err(),
+            "verify and the header check disagree"
+        );
+        assert_eq!(
+            header.is_err(),
+            inspected.is_err(),
+            "inspect and the header check disagree"
+        );
         if header.is_ok() {
-            let recovered = recover_last_segment(&fs, &segment_info(&path, first_lsn), &BTreeMap::new())
-                .expect("recovery of a torn header without cursors");
+            let recovered =
+                recover_last_segment(&fs, &segment_info(&path, first_lsn), &BTreeMap::new())
+                    .expect("recovery of a torn header without cursors");
             assert_eq!(recovered.next_lsn, first_lsn);
             assert_eq!(recovered.valid_len, SEGMENT_HEADER);
         }
@@ -149,7 +168,10 @@ fn check_segment(data: &[u8]) {
             Err(end) => break end,
         }
     };
-    assert_eq!(got, want, "the scanner and a plain decode loop found different records");
+    assert_eq!(
+        got, want,
+        "the scanner and a plain decode loop found different records"
+    );
     assert_eq!(end, want_end, "the scanner stopped for another reason");
     assert_eq!(scanner.offset(), SEGMENT_HEADER + want_len as u64);
     drop(file);
@@ -158,7 +180,10 @@ fn check_segment(data: &[u8]) {
     let zero_tail = body[want_len..].iter().all(|b| *b == 0);
     let report = verified.expect("verify of one segment without cursors");
     assert_eq!(report.records, count, "verify counts other records");
-    assert_eq!(report.torn_tail.is_some(), !zero_tail && want_end != ScanEnd::Clean);
+    assert_eq!(
+        report.torn_tail.is_some(),
+        !zero_tail && want_end != ScanEnd::Clean
+    );
     let inspect = inspected.expect("inspect of one segment");
     assert_eq!(inspect.segments.len(), 1);
     assert_eq!(
@@ -181,7 +206,11 @@ fn check_segment(data: &[u8]) {
     let before = fs.read(&path);
     let cursors = BTreeMap::from([("c".to_string(), first_lsn + count)]);
     assert!(recover_last_segment(&fs, &segment_info(&path, first_lsn), &cursors).is_err());
-    assert_eq!(fs.read(&path), before, "a refused recovery changed the segment");
+    assert_eq!(
+        fs.read(&path),
+        before,
+        "a refused recovery changed the segment"
+    );
 }
 
 fn segment_info(path: &Path, first_lsn: u64) -> SegmentInfo {
