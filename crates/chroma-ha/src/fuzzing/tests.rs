@@ -88,3 +88,15 @@ fn fuzz_corpus_input(target: &str, name: &str) -> Vec<u8> {
     let path = fuzz_corpus::corpus_dir(target).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+#[test]
+fn valid_json_with_a_lone_surrogate_escape_is_scanned_without_an_oracle() {
+    let doc = br#"{"ids":["a"],"metadatas":[{"s":"\ude00"}]}"#;
+    assert!(crate::chroma::json_scan::is_valid(doc));
+    assert!(serde_json::from_slice::<serde_json::Value>(doc).is_err());
+    check_json_scan(doc);
+    check_json_scan(&fuzz_corpus_input(
+        "json_scan",
+        "regression-lone-surrogate-escape.json",
+    ));
+}
