@@ -85,4 +85,27 @@ fn check_outcome(outcome: Result<Config, String>) {
     assert!(config.replication.retry_base <= config.replication.retry_cap);
     let cluster = &config.cluster;
     assert!(cluster.renew_interval.saturating_mul(2) < cluster.lease_time);
+    // Every duration can be added to the clock, as the timers do.
+    let now = std::time::Instant::now();
+    let durations = [
+        ("request_timeout", config.request_timeout),
+        ("connect_timeout", config.connect_timeout),
+        ("health.check_interval", config.health.check_interval),
+        ("health.probe_timeout", config.health.probe_timeout),
+        ("replication.retry_base", config.replication.retry_base),
+        ("replication.retry_cap", config.replication.retry_cap),
+        (
+            "replication.give_up_after",
+            config.replication.give_up_after,
+        ),
+        ("log.lease_time", cluster.lease_time),
+        ("log.renew_interval", cluster.renew_interval),
+        ("log.hold_requests_for", cluster.hold_requests_for),
+    ];
+    for (name, d) in durations {
+        assert!(
+            now.checked_add(d).is_some(),
+            "{name} {d:?} overflows the clock"
+        );
+    }
 }

@@ -100,3 +100,13 @@ fn valid_json_with_a_lone_surrogate_escape_is_scanned_without_an_oracle() {
         "regression-lone-surrogate-escape.json",
     ));
 }
+
+#[test]
+fn a_duration_the_clock_cannot_reach_is_refused_when_the_config_is_read() {
+    let name = "regression-hold-requests-for-past-the-clock.toml";
+    let text = String::from_utf8(fuzz_corpus_input("config", name)).expect("UTF-8 TOML");
+    let err = crate::config::Config::from_toml_str(&text, std::path::Path::new(name))
+        .expect_err("1e19 seconds is refused");
+    assert!(err.to_string().contains("too long"), "{err}");
+    check_config(text.as_bytes());
+}
