@@ -285,7 +285,7 @@ pub(crate) fn log_level(text: &str) -> Result<String, Bad> {
     if text.is_empty() {
         return Err(Bad::new("is empty"));
     }
-    tracing_subscriber::EnvFilter::try_new(text).map_err(|e| {
+    crate::telemetry::parse_filter(text).map_err(|e| {
         Bad::new(format!(
             "is not a log filter like 'info' or 'chroma_ha=debug': {e}"
         ))

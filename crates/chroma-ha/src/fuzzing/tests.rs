@@ -110,3 +110,16 @@ fn a_duration_the_clock_cannot_reach_is_refused_when_the_config_is_read() {
     assert!(err.to_string().contains("too long"), "{err}");
     check_config(text.as_bytes());
 }
+
+#[test]
+fn a_log_filter_with_a_non_ascii_character_is_a_config_error_not_a_panic() {
+    let text = "primary = \"http://127.0.0.1:8001\"\nlog_level = \"x, \u{e9}=info\"\n";
+    let err = crate::config::Config::from_toml_str(text, std::path::Path::new("t.toml"))
+        .expect_err("a non-ASCII filter is refused");
+    assert!(err.to_string().contains("log_level"), "{err}");
+    check_config(text.as_bytes());
+    check_config(&fuzz_corpus_input(
+        "config",
+        "regression-non-ascii-log-filter",
+    ));
+}
