@@ -57,8 +57,8 @@
 //! | `tls.client_key_file`        | `CHROMA_HA_TLS_CLIENT_KEY_FILE`     |                      | none             |
 //!
 //! Durations are a number of seconds (`1`, `0.5`) or a number with a unit
-//! (`500ms`, `2s`, `1m`, `1h`). Sizes are bytes or a number with a unit
-//! (`64MiB`, `10GiB`, `1GB`).
+//! (`500ms`, `2s`, `1m`, `1h`), at most 100 years. Sizes are bytes or a
+//! number with a unit (`64MiB`, `10GiB`, `1GB`).
 //!
 //! `PORT` (legacy): listen on `0.0.0.0:PORT`, as the Python balancer did,
 //! unless the file set `listen`, in which case only the port of that address
@@ -84,7 +84,7 @@
 mod file;
 mod parse;
 mod settings;
-mod sources;
+pub(crate) mod sources;
 #[cfg(test)]
 mod tests;
 

@@ -28,6 +28,8 @@
 //! - [`telemetry`] sets up logging.
 //! - [`tls`]: rustls configurations from PEM files — outgoing clients'
 //!   roots and client certificate, the TLS listener and its reloads.
+//! - `fuzzing` (tests and the `fuzzing` feature): fuzz harnesses of the
+//!   decoders of bytes from disk and clients, run by `fuzz/` and `cargo test`.
 //!
 //! docs/ARCHITECTURE.md explains the design and where it departs from
 //! DESIGN.md; docs/OPERATIONS.md is the operations guide and runbook.
@@ -38,6 +40,8 @@ pub mod chroma;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod replication;

@@ -35,16 +35,27 @@ impl LogFormat {
     }
 }
 
+/// Parses a filter in EnvFilter syntax; never panics. Only ASCII is
+/// accepted: tracing-subscriber 0.3 panics on some directives with other
+/// characters (it slices a directive at offsets into its trimmed copy, so
+/// `"x, é=info"` cuts inside the `é`).
+pub fn parse_filter(spec: &str) -> Result<EnvFilter, String> {
+    if !spec.is_ascii() {
+        return Err("only ASCII characters are allowed".to_string());
+    }
+    EnvFilter::try_new(spec).map_err(|e| e.to_string())
+}
+
 /// Builds the filter: `rust_log` when given and valid, else `level`, else
 /// `info`.
 pub fn build_filter(rust_log: Option<&str>, level: &str) -> EnvFilter {
     if let Some(spec) = rust_log.map(str::trim).filter(|s| !s.is_empty()) {
-        if let Ok(filter) = EnvFilter::try_new(spec) {
+        if let Ok(filter) = parse_filter(spec) {
             return filter;
         }
         eprintln!("chroma-ha: ignoring invalid RUST_LOG {spec:?}");
     }
-    EnvFilter::try_new(level.trim()).unwrap_or_else(|_| {
+    parse_filter(level.trim()).unwrap_or_else(|_| {
         eprintln!("chroma-ha: invalid log level {level:?}; using info");
         EnvFilter::new("info")
     })
@@ -78,6 +89,16 @@ pub fn init_logging(level: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_with_a_non_ascii_character_is_refused_not_a_panic() {
+        assert!(parse_filter("chroma_ha=debug, info").is_ok());
+        for spec in ["x, é=info", " é=info", "info,\u{a0}ü[x]=debug", "ℹ"] {
+            assert!(parse_filter(spec).is_err(), "{spec:?} accepted");
+        }
+        // RUST_LOG goes through the same parser.
+        let _ = build_filter(Some("x, é=info"), "info");
+    }
 
     #[test]
     fn json_format_is_selected_case_insensitively() {

@@ -117,9 +117,13 @@
 //! - [`fs`]: the filesystem trait; [`testing`] has a crash-simulating
 //!   in-memory filesystem and a fault-injecting one for tests.
 //! - [`mod@inspect`]: read-only `inspect` and `verify` for operators.
+//! - `fuzzing` (tests and the `fuzzing` feature): the fuzz harness of the
+//!   segment and frame decoders, run by `fuzz/` and by `cargo test`.
 
 pub mod error;
 pub mod fs;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod inspect;
 pub mod interface;
 pub mod log;

@@ -9,9 +9,14 @@ use std::ops::Range;
 /// Byte range of one JSON value inside the document.
 pub type Span = Range<usize>;
 
-/// Whether `body` is one syntactically valid JSON document.
+/// Whether `body` is one syntactically valid JSON document. JSON text is
+/// UTF-8: serde_json skips over the bytes of a string it is told to ignore
+/// without checking them, so the encoding is checked first.
 pub fn is_valid(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Span of the whole document's value (leading/trailing whitespace cut).
@@ -168,6 +173,13 @@ mod tests {
         assert_eq!(object_members(doc, &m[0].1), None);
         assert_eq!(array_elements(b"[]", &(0..2)), Some(vec![]));
         assert_eq!(object_members(b"{}", &(0..2)), Some(vec![]));
+    }
+
+    #[test]
+    fn a_document_with_invalid_utf8_in_a_string_is_not_valid_json() {
+        assert!(is_valid(b"{\"a\": \"ok\"}"));
+        assert!(!is_valid(b"{\"a\": \"dist\xffes\"}"));
+        assert!(!is_valid(b"[\"\xc3\"]"));
     }
 
     #[test]

@@ -253,6 +253,22 @@ fn shape_of(path: &str) -> String {
     out
 }
 
+/// Appends `value` percent-encoded as a parameter segment. A value that
+/// would read as a static word (`attach`, `by-id`, …) gets its first byte
+/// escaped too: Chroma matches static segments on the raw path and decodes
+/// parameters, so `%61ttach` is the parameter `attach`, where `attach`
+/// would be routed as the static segment.
+fn push_parameter(out: &mut String, value: &str) {
+    let encoded = segment::encode(value);
+    match encoded.as_bytes().first() {
+        Some(&first) if is_static_word(&encoded) => {
+            out.push_str(&format!("%{first:02X}"));
+            out.push_str(&encoded[1..]);
+        }
+        _ => out.push_str(&encoded),
+    }
+}
+
 fn is_static_word(seg: &str) -> bool {
     seg == "v1"
         || Operation::ALL.iter().any(|op| {
@@ -264,7 +280,10 @@ fn is_static_word(seg: &str) -> bool {
 
 impl KnownRoute {
     /// The canonical path of this route: the template with each parameter
-    /// percent-encoded. `classify(op.method(), &render())` returns `self`.
+    /// percent-encoded (a value spelled like a static word, such as
+    /// `attach` or `by-id`, with its first byte escaped as well, so that
+    /// it stays a parameter). `classify(op.method(), &render())` returns
+    /// `self`, for every known route.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (i, t) in self.op.template().split('/').enumerate() {
@@ -284,7 +303,7 @@ impl KnownRoute {
                     continue;
                 }
             };
-            out.push_str(&segment::encode(value.unwrap_or_default()));
+            push_parameter(&mut out, value.unwrap_or_default());
         }
         out
     }

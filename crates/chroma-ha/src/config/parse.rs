@@ -59,9 +59,14 @@ fn number_and_unit(text: &str) -> Option<(f64, String)> {
 const DURATION_HINT: &str =
     "is not a duration (give seconds like 1 or 0.5, or a number with a unit: 500ms, 2s, 1m, 1h)";
 
+/// The longest duration a setting takes: 100 years. Timers add durations
+/// to `Instant::now()`, which panics past the clock's range; nothing this
+/// long is meant.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Parses a duration: a plain number is seconds (fractions allowed, as the
 /// Python balancer's `CHECK_INTERVAL`), or a number with a unit `us`, `ms`,
-/// `s`, `m`, `h`.
+/// `s`, `m`, `h`; at most [`MAX_DURATION`].
 pub(crate) fn duration(text: &str) -> Result<Duration, Bad> {
     let (value, unit) = number_and_unit(text).ok_or_else(|| Bad::new(DURATION_HINT))?;
     let scale = match unit.as_str() {
@@ -72,7 +77,11 @@ pub(crate) fn duration(text: &str) -> Result<Duration, Bad> {
         "h" => 3600.0,
         _ => return Err(Bad::new(DURATION_HINT)),
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| Bad::new(DURATION_HINT))
+    let d = Duration::try_from_secs_f64(value * scale).map_err(|_| Bad::new(DURATION_HINT))?;
+    if d > MAX_DURATION {
+        return Err(Bad::new("is too long (at most 100 years)"));
+    }
+    Ok(d)
 }
 
 /// Parses a duration that must be greater than zero.
@@ -263,7 +272,7 @@ pub(crate) fn log_level(text: &str) -> Result<String, Bad> {
     if text.is_empty() {
         return Err(Bad::new("is empty"));
     }
-    tracing_subscriber::EnvFilter::try_new(text).map_err(|e| {
+    crate::telemetry::parse_filter(text).map_err(|e| {
         Bad::new(format!(
             "is not a log filter like 'info' or 'chroma_ha=debug': {e}"
         ))
@@ -294,6 +303,14 @@ mod tests {
         assert_eq!(duration("1h").unwrap(), Duration::from_secs(3600));
         for bad in ["", "-1", "abc", "1 fortnight", "1e3", "1..2", "NaN", "inf"] {
             assert!(duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(duration("876000h").unwrap(), MAX_DURATION);
+        for too_long in ["876001h", "10000000000000000000", "99999999999999999999h"] {
+            let reason = duration(too_long).map(|_| ()).unwrap_err().reason;
+            assert!(
+                reason.contains("too long") || reason.contains("not a duration"),
+                "{too_long}: {reason}"
+            );
         }
         assert!(positive_duration("0").is_err());
         assert!(positive_duration("0ms").is_err());

@@ -169,7 +169,9 @@ fn finish(d: Draft) -> Result<Config, ConfigError> {
             ),
         });
     }
-    if d.renew_interval * 2 >= d.lease_time {
+    // Saturating: a renew interval above half of Duration::MAX must be
+    // refused here, not overflow.
+    if d.renew_interval.saturating_mul(2) >= d.lease_time {
         return Err(ConfigError::Conflict {
             setting: "log.renew_interval".to_string(),
             reason: format!(
