@@ -180,6 +180,11 @@ print(f"  {WRITERS} writer(s) x batch {BATCH}, {READERS} reader(s), {DURATION:g}
 
 lock = threading.Lock()
 known_ids = []
+# Readers start once a write is acknowledged: they measure reads of data, and
+# Chroma 1.5.9 can fail a query on a collection nothing was written to yet
+# ("Error creating hnsw segment reader: Nothing found on disk",
+# chroma-core/chroma#4212), which says nothing about the gateway.
+data_written = threading.Event()
 write_lat, read_lat = [], []
 write_err, read_err = [0], [0]
 first_errors = []
@@ -219,11 +224,15 @@ def writer(w):
         with lock:
             write_lat.append(dt)
             known_ids.extend(ids)
+        data_written.set()
 
 
 def reader(r):
     rng = np.random.default_rng(2000 + r)
     n = 0
+    while not data_written.wait(0.1):
+        if stop.is_set():
+            return
     while not stop.is_set():
         n += 1
         t = time.perf_counter()
