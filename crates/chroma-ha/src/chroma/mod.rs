@@ -61,6 +61,7 @@
 pub mod errors;
 pub mod footprint;
 mod json_scan;
+pub mod merge;
 pub mod operation;
 pub mod replay;
 pub mod rewrite;
