@@ -171,12 +171,12 @@ pub struct MergeMetrics {
 }
 
 impl MergeMetrics {
-    /// Builds the metrics (not registered: the gateway renders them with its
-    /// own at each scrape).
-    pub fn new() -> Result<Self, String> {
+    /// Builds the metrics of `servers`, each at 0 (not registered: the
+    /// gateway renders them with its own at each scrape).
+    pub fn new<'a>(servers: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let opts = |name: &str, help: &str| Opts::new(name, help).namespace("chroma_ha");
         let buckets = vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
-        Ok(MergeMetrics {
+        let metrics = MergeMetrics {
             requests: IntCounterVec::new(
                 opts(
                     "applier_merged_requests_total",
@@ -204,7 +204,13 @@ impl MergeMetrics {
                 &["server"],
             )
             .map_err(|e| e.to_string())?,
-        })
+        };
+        for server in servers {
+            metrics.requests.with_label_values(&[server]);
+            metrics.entries.with_label_values(&[server]);
+            metrics.splits.with_label_values(&[server]);
+        }
+        Ok(metrics)
     }
 
     /// A merged request of `entries` entries was applied on `server`.
@@ -230,6 +236,8 @@ impl MergeMetrics {
         let mut out = self.requests.collect();
         out.extend(self.entries.collect());
         out.extend(self.splits.collect());
+        // A family without samples would fail the whole text encoding.
+        out.retain(|family| !family.get_metric().is_empty());
         out
     }
 }

@@ -435,6 +435,8 @@ impl Replicator {
             collections = idmap.len(),
             "replication state recovered"
         );
+        let backends_for_metrics = backends.clone();
+        let backends_for_metrics = backends_for_metrics.all();
         let replicator = Arc::new(Replicator {
             progress: starts.iter().map(|s| Progress::new(s.cursor)).collect(),
             incomplete: cursors
@@ -458,7 +460,8 @@ impl Replicator {
             recovery,
             applied,
             state,
-            merge_metrics: merge::MergeMetrics::new().map_err(StartError::Metrics)?,
+            merge_metrics: merge::MergeMetrics::new(backends_for_metrics.iter().map(|b| b.name()))
+                .map_err(StartError::Metrics)?,
         });
         let operator: OperatorState = replicator
             .state
