@@ -103,15 +103,17 @@ fn run(merging: bool, seconds: u64, writers: u64, dim: usize) -> Run {
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let embedding: Vec<f64> =
-                        (0..dim).map(|d| ((w * 7919 + i * 31 + d as u64) % 997) as f64 / 997.0).collect();
+                    let embedding: Vec<f64> = (0..dim)
+                        .map(|d| ((w * 7919 + i * 31 + d as u64) % 997) as f64 / 997.0)
+                        .collect();
                     let body = json!({
                         "ids": [format!("w{w}-{i}")],
                         "embeddings": [embedding],
                         "documents": [format!("document {w} {i}")],
                     })
                     .to_string();
-                    if let Ok(r) = http_request("POST", &url, Some(&body), Duration::from_secs(30)) {
+                    if let Ok(r) = http_request("POST", &url, Some(&body), Duration::from_secs(30))
+                    {
                         if r.status == 201 || r.status == 200 {
                             accepted.fetch_add(1, Ordering::Relaxed);
                         }
@@ -155,7 +157,10 @@ fn run(merging: bool, seconds: u64, writers: u64, dim: usize) -> Run {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter that is not ours skips the run.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     if args.iter().any(|a| !"catch_up".contains(a.as_str())) {
         return;
     }
@@ -210,5 +215,8 @@ fn main() {
             on.replay_rate() / off.replay_rate()
         );
     }
-    assert!(runs.iter().all(|r| r.identical), "the servers differ after a catch-up");
+    assert!(
+        runs.iter().all(|r| r.identical),
+        "the servers differ after a catch-up"
+    );
 }

@@ -323,7 +323,6 @@ impl Applier {
             records: self.max_batch.unwrap_or(merge::FALLBACK_MAX_BATCH),
             bytes: rep.settings.merge_max_bytes,
         };
-        let mut batcher = Merging::new(&rep, limits, &self.alone);
         let running = self.running.len();
         let next_dispatch = &mut self.next_dispatch;
         let role = |lsn| role_of(&rep, index, lsn, paused);
@@ -345,6 +344,7 @@ impl Applier {
         let window = &mut self.window;
         let apply_window = rep.settings.apply_window;
         let (plan, groups) = if merging {
+            let mut batcher = Merging::new(&rep, limits, &self.alone);
             let plan = window.plan_batched(apply_window, running, role, gate, &mut batcher);
             (plan, batcher.into_groups())
         } else {

@@ -87,7 +87,8 @@ struct Group {
 /// The [`Batcher`] of a server catching up: replays of one [`MergeKey`]
 /// with disjoint ids, within [`Limits`], share a request.
 pub(crate) struct Merging<'a> {
-    rep: &'a Replicator,
+    /// Whether a client still waits for the entry's answer.
+    has_waiter: Box<dyn Fn(u64) -> bool + 'a>,
     limits: Limits,
     /// Entries that must go alone (their merged task panicked).
     alone: &'a HashSet<u64>,
@@ -97,10 +98,20 @@ pub(crate) struct Merging<'a> {
 }
 
 impl<'a> Merging<'a> {
-    /// A batcher for one plan.
+    /// A batcher for one plan of server entries of `rep`.
     pub fn new(rep: &'a Replicator, limits: Limits, alone: &'a HashSet<u64>) -> Self {
+        Self::with_waiters(move |lsn| rep.ledger.has_waiter(lsn), limits, alone)
+    }
+
+    /// A batcher for one plan; `has_waiter` says whether a client still
+    /// waits for an entry's answer.
+    pub fn with_waiters(
+        has_waiter: impl Fn(u64) -> bool + 'a,
+        limits: Limits,
+        alone: &'a HashSet<u64>,
+    ) -> Self {
         Merging {
-            rep,
+            has_waiter: Box::new(has_waiter),
             limits,
             alone,
             groups: Vec::new(),
@@ -115,7 +126,7 @@ impl<'a> Merging<'a> {
 
     fn mergeable(&self, lsn: u64) -> bool {
         // A client still waiting for this entry gets its own answer.
-        !self.alone.contains(&lsn) && !self.rep.ledger.has_waiter(lsn)
+        !self.alone.contains(&lsn) && !(self.has_waiter)(lsn)
     }
 }
 
@@ -241,3 +252,7 @@ impl MergeMetrics {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "merge_tests.rs"]
+mod tests;
