@@ -10,7 +10,8 @@
 //! the time until it has applied the whole backlog, counting its start, is
 //! measured. Printed: the accept rate (adds/s the gateway acknowledged
 //! while the replica was down), the backlog, the replay rate (backlog over
-//! catch-up time) and the **catch-up ratio**, replay rate over accept rate;
+//! catch-up time, counting the replica's start; also its start alone and
+//! the rate after it) and the **catch-up ratio**, replay rate over accept rate;
 //! with the merge metrics of the run. Afterwards the two servers are
 //! compared directly (they must be identical).
 //!
@@ -47,6 +48,8 @@ struct Run {
     accepted: u64,
     write_seconds: f64,
     catch_up_seconds: f64,
+    /// Of which the replica's own start (until its heartbeat answers).
+    start_seconds: f64,
     merged_requests: f64,
     merged_entries: f64,
     identical: bool,
@@ -58,6 +61,10 @@ impl Run {
     }
     fn replay_rate(&self) -> f64 {
         self.accepted as f64 / self.catch_up_seconds
+    }
+    /// Entries per second once the replica answers.
+    fn replay_rate_after_start(&self) -> f64 {
+        self.accepted as f64 / (self.catch_up_seconds - self.start_seconds).max(1e-3)
     }
     fn ratio(&self) -> f64 {
         self.replay_rate() / self.accept_rate()
@@ -133,6 +140,7 @@ fn run(merging: bool, seconds: u64, writers: u64, dim: usize) -> Run {
 
     let restarted = Instant::now();
     c.replica.restart();
+    let start_seconds = restarted.elapsed().as_secs_f64();
     wait_caught_up(&gw, Duration::from_secs(1800));
     let catch_up_seconds = restarted.elapsed().as_secs_f64();
 
@@ -149,6 +157,7 @@ fn run(merging: bool, seconds: u64, writers: u64, dim: usize) -> Run {
         accepted,
         write_seconds,
         catch_up_seconds,
+        start_seconds,
         merged_requests,
         merged_entries,
         identical: report.identical(),
@@ -176,12 +185,14 @@ fn main() {
         .map(|merging| run(merging, seconds, writers, dim))
         .collect();
     println!(
-        "{:<8} {:>9} {:>11} {:>9} {:>10} {:>11} {:>7} {:>8} {:>12} {:>9}",
+        "{:<8} {:>9} {:>11} {:>9} {:>7} {:>10} {:>12} {:>11} {:>7} {:>8} {:>12} {:>9}",
         "merging",
         "backlog",
         "accept/s",
         "catch-up",
+        "start",
         "replay/s",
+        "after-start",
         "ratio",
         "merged",
         "entries",
@@ -190,12 +201,14 @@ fn main() {
     );
     for r in &runs {
         println!(
-            "{:<8} {:>9} {:>11.1} {:>8.1}s {:>10.1} {:>10.2}x {:>7} {:>8} {:>12.1} {:>9}",
+            "{:<8} {:>9} {:>11.1} {:>8.1}s {:>6.1}s {:>10.1} {:>12.1} {:>10.2}x {:>7} {:>8} {:>12.1} {:>9}",
             if r.merging { "on" } else { "off" },
             r.accepted,
             r.accept_rate(),
             r.catch_up_seconds,
+            r.start_seconds,
             r.replay_rate(),
+            r.replay_rate_after_start(),
             r.ratio(),
             r.merged_requests,
             r.merged_entries,

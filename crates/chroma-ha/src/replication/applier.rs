@@ -190,7 +190,12 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
                 rep.ledger.hand_over(index, next);
             }
         }
-        if rep.settings.merge_catch_up && healthy && !is_paused && a.catching_up() {
+        if rep.settings.merge_catch_up
+            && rep.settings.replay_interval.is_none()
+            && healthy
+            && !is_paused
+            && a.catching_up()
+        {
             a.read_max_batch(&backend).await;
         }
         let rate_limited = a.dispatch(is_paused);
@@ -294,7 +299,14 @@ impl Applier {
         if self.max_batch.is_some() || Instant::now() < self.max_batch_next_read {
             return;
         }
-        match merge::max_batch_size(backend).await {
+        // Bounded: the applier's loop (commits, executions) waits meanwhile.
+        let read = tokio::time::timeout(
+            merge::MAX_BATCH_READ_TIMEOUT,
+            merge::max_batch_size(backend),
+        )
+        .await
+        .unwrap_or_else(|_| Err("GET /api/v2/pre-flight-checks timed out".to_string()));
+        match read {
             Ok(n) => {
                 tracing::info!(server = %self.name, max_batch_size = n, "merging replays while catching up");
                 self.max_batch = Some(n);
@@ -318,7 +330,10 @@ impl Applier {
         let index = self.index;
         let mut rate_limited = false;
         let catching_up = self.catching_up();
-        let merging = rep.settings.merge_catch_up && catching_up;
+        // A replay rate limit counts entries: with one, nothing merges (a
+        // limited catch-up is no faster than the limit anyway).
+        let merging =
+            rep.settings.merge_catch_up && catching_up && rep.settings.replay_interval.is_none();
         let limits = Limits {
             records: self.max_batch.unwrap_or(merge::FALLBACK_MAX_BATCH),
             bytes: rep.settings.merge_max_bytes,

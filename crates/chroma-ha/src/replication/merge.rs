@@ -36,6 +36,9 @@ use std::time::Duration;
 /// read (Chroma 1.5.9 answers 5461).
 pub(crate) const FALLBACK_MAX_BATCH: usize = 1000;
 
+/// The longest an applier waits for its server's `max_batch_size`.
+pub(crate) const MAX_BATCH_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How soon a failed `max_batch_size` read is tried again.
 pub(crate) const MAX_BATCH_RETRY: Duration = Duration::from_secs(60);
 
