@@ -49,6 +49,7 @@
 //! | `replication.retry_base`     | `CHROMA_HA_RETRY_BASE`              |                      | `100ms`          |
 //! | `replication.retry_cap`      | `CHROMA_HA_RETRY_CAP`               |                      | `10s`            |
 //! | `replication.give_up_after`  | `CHROMA_HA_GIVE_UP_AFTER`           |                      | `5m`             |
+//! | `replication.merge_catch_up` | `CHROMA_HA_MERGE_CATCH_UP`        |                      | `true`           |
 //! | `replication.max_dead_letters` | `CHROMA_HA_MAX_DEAD_LETTERS`      |                      | `10000`          |
 //! | `tls.cert_file`              | `CHROMA_HA_TLS_CERT_FILE`           |                      | none (plain HTTP) |
 //! | `tls.key_file`               | `CHROMA_HA_TLS_KEY_FILE`            |                      | none             |
@@ -399,6 +400,10 @@ pub struct ReplicationConfig {
     /// How long an entry may keep failing transiently on a healthy server
     /// (at least 5 tries) before it is dead-lettered.
     pub give_up_after: Duration,
+    /// Whether a server that is behind has consecutive committed record
+    /// writes of one collection merged into one request each (see
+    /// `replication::merge`); off: every entry is one request.
+    pub merge_catch_up: bool,
     /// Most dead letters kept (>= 1). When the list is full, an applier
     /// that meets a divergent entry holds it unfinished (and stops moving
     /// on past it) until an operator makes room; no letter is dropped.

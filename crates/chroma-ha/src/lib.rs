@@ -10,10 +10,11 @@
 //!
 //! - [`chroma`]: the dialect, pure code — route table of every Chroma 1.5.9
 //!   operation, scopes and conflicts, collection-id rewriting, replay rules,
-//!   Chroma-style errors.
+//!   which record writes merge into one request, Chroma-style errors.
 //! - [`replication`]: the core — log records and decisions (the ledger),
-//!   the appliers, the logical ↔ physical id map, per-server progress, dead
-//!   letters; [`replication::Replicator`] is what request handlers call.
+//!   the appliers (and their merged catch-up), the logical ↔ physical id
+//!   map, per-server progress, dead letters; [`replication::Replicator`] is
+//!   what request handlers call.
 //! - [`backend`]: one HTTP client per server, attempt classification
 //!   (answer vs transient), health probes with rise/fall thresholds.
 //! - [`http`]: the front — the proxy on `/api/…`, `/health`, `/ready`,

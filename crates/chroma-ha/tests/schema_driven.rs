@@ -190,6 +190,8 @@ fn a_schema_driven_run_gets_no_error_of_the_gateways_own_making_and_leaves_the_s
         .arg("--report-har-path")
         .arg(&har)
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache of past failures (.schemathesis/) goes with the run.
+        .current_dir(c.gateway.dir())
         .output()
         .expect("run schemathesis");
     let took = started.elapsed();

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use super::parse;
-use super::settings::{apply, find, invalid, Draft, ServerDraft, SECTIONS, SERVER_KEYS, SETTINGS};
+use super::settings::{
+    apply, find, invalid, Draft, ServerDraft, BOOLEAN_KEYS, SECTIONS, SERVER_KEYS, SETTINGS,
+};
 use super::{ConfigError, TokenHeader};
 
 /// Turns a scalar TOML value into the text the setting parsers take.
@@ -65,8 +67,13 @@ fn apply_file_scalar(
             known: known_keys(prefix),
         });
     };
-    let text =
-        scalar_text(value).ok_or_else(|| wrong_type(&origin, value, "a string or number"))?;
+    let text = match value {
+        toml::Value::Boolean(b) if BOOLEAN_KEYS.contains(&key) => b.to_string(),
+        _ if BOOLEAN_KEYS.contains(&key) => {
+            return Err(wrong_type(&origin, value, "a boolean (true or false)"))
+        }
+        _ => scalar_text(value).ok_or_else(|| wrong_type(&origin, value, "a string or number"))?,
+    };
     apply(d, s, &text, &origin)
 }
 

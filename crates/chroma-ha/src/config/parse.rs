@@ -141,6 +141,16 @@ pub(crate) fn integer_at_least(text: &str, min: u64) -> Result<u64, Bad> {
     Ok(n)
 }
 
+/// Parses a boolean: `true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off`
+/// (any case).
+pub(crate) fn boolean(text: &str) -> Result<bool, Bad> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Bad::new("is not a boolean (true or false)")),
+    }
+}
+
 /// Parses a `u32` no smaller than `min`.
 pub(crate) fn u32_at_least(text: &str, min: u32) -> Result<u32, Bad> {
     let n = integer_at_least(text, u64::from(min))?;

@@ -71,6 +71,7 @@ pub(super) struct Draft {
     pub(super) retry_base: Duration,
     pub(super) retry_cap: Duration,
     pub(super) give_up_after: Duration,
+    pub(super) merge_catch_up: bool,
     pub(super) max_dead_letters: usize,
     pub(super) admin_token: Option<Secret>,
     pub(super) log_level: String,
@@ -117,6 +118,7 @@ impl Default for Draft {
             retry_base: defaults::RETRY_BASE,
             retry_cap: defaults::RETRY_CAP,
             give_up_after: defaults::GIVE_UP_AFTER,
+            merge_catch_up: true,
             max_dead_letters: defaults::MAX_DEAD_LETTERS,
             admin_token: None,
             log_level: defaults::LOG_LEVEL.to_string(),
@@ -138,6 +140,10 @@ impl Default for Draft {
 /// Applies the text of one setting to the draft; the `&str` after the value
 /// is the setting's origin (for server entries, which keep it).
 pub(super) type Apply = fn(&mut Draft, &str, &str) -> Result<(), Bad>;
+
+/// Settings whose TOML value is a boolean (`true`/`false`); every other
+/// setting takes a string or a number.
+pub(super) const BOOLEAN_KEYS: &[&str] = &["replication.merge_catch_up"];
 
 /// One scalar setting.
 pub(super) struct Setting {
@@ -428,6 +434,14 @@ pub(super) static SETTINGS: &[Setting] = &[
         "CHROMA_HA_GIVE_UP_AFTER",
         |d, v, _| {
             d.give_up_after = parse::positive_duration(v)?;
+            Ok(())
+        },
+    ),
+    setting(
+        "replication.merge_catch_up",
+        "CHROMA_HA_MERGE_CATCH_UP",
+        |d, v, _| {
+            d.merge_catch_up = parse::boolean(v)?;
             Ok(())
         },
     ),

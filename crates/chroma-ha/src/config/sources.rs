@@ -231,6 +231,7 @@ fn finish(d: Draft) -> Result<Config, ConfigError> {
             retry_base: d.retry_base,
             retry_cap: d.retry_cap,
             give_up_after: d.give_up_after,
+            merge_catch_up: d.merge_catch_up,
             max_dead_letters: d.max_dead_letters,
         },
         admin_token: d.admin_token,

@@ -288,6 +288,7 @@ replay_rate_limit = 100
 retry_base = "50ms"
 retry_cap = "5s"
 max_dead_letters = 50
+merge_catch_up = false
 "#;
 
 #[test]
@@ -340,6 +341,26 @@ fn toml_file_sets_everything() {
     assert_eq!(c.replication.retry_base, Duration::from_millis(50));
     assert_eq!(c.replication.retry_cap, Duration::from_secs(5));
     assert_eq!(c.replication.max_dead_letters, 50);
+    assert!(!c.replication.merge_catch_up);
+}
+
+#[test]
+fn merging_catch_up_is_on_by_default_and_a_boolean_everywhere() {
+    let c = toml("primary = \"http://p\"").unwrap();
+    assert!(c.replication.merge_catch_up);
+    let on = toml("primary = \"http://p\"\n[replication]\nmerge_catch_up = true").unwrap();
+    assert!(on.replication.merge_catch_up);
+    let err = toml("primary = \"http://p\"\n[replication]\nmerge_catch_up = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("replication.merge_catch_up in test.toml") && err.contains("boolean"),
+        "{err}"
+    );
+    for (text, expected) in [("off", false), ("FALSE", false), ("yes", true), ("1", true)] {
+        assert_eq!(super::parse::boolean(text).ok(), Some(expected), "{text}");
+    }
+    assert!(super::parse::boolean("maybe").is_err());
 }
 
 #[test]

@@ -411,7 +411,7 @@ impl Metrics {
         }
         self.dead_letters_full
             .set(i64::from(rep.dead_letters().is_full()));
-        self.encode()
+        self.encode_with(rep.merge_metrics().families())
     }
 
     /// The registry, for metrics kept elsewhere (the cluster's).
@@ -422,8 +422,16 @@ impl Metrics {
     /// Renders what is recorded as Prometheus text, without reading the
     /// replication core (a follower has none running).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(Vec::new())
+    }
+
+    /// Renders what is recorded plus `extra` families (kept by the core).
+    fn encode_with(&self, extra: Vec<prometheus::proto::MetricFamily>) -> Vec<u8> {
+        let mut families = self.registry.gather();
+        families.extend(extra);
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out

@@ -9,13 +9,15 @@
 
 use super::applied::AppliedState;
 use super::apply_entry::{execute, replay};
+use super::apply_merged::replay_merged;
 use super::ledger::EntryState;
+use super::merge::{self, Limits, Merging};
 use super::progress::{ApplierState, Held};
 use super::record::{self, LogRecord};
-use super::window::{Role, Start, Window};
+use super::window::{NoBatching, Role, Start, Window};
 use super::Replicator;
 use crate::chroma::{classify, Route};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -69,10 +71,7 @@ fn decode_work(
                 footprint: footprint.clone(),
                 received_at_ms: entry.received_at_ms,
             };
-            let work = Work {
-                entry: Arc::new(entry),
-                route,
-            };
+            let work = Work::new(Arc::new(entry), route);
             (Some(work), footprint, Some(held))
         }
         Ok(LogRecord::Decision { .. }) => (None, None, None),
@@ -114,9 +113,17 @@ struct Applier {
     index: usize,
     name: String,
     window: Window,
-    running: JoinSet<(u64, TaskEnd)>,
-    /// Running tasks: their entry, and whether they execute it.
-    tasks: HashMap<tokio::task::Id, (u64, bool)>,
+    /// Running tasks; each sends one request (or a merged one, split if
+    /// need be) and returns how each of its entries ended.
+    running: JoinSet<Vec<(u64, TaskEnd)>>,
+    /// Running tasks: their entries, and whether they execute them.
+    tasks: HashMap<tokio::task::Id, (Vec<u64>, bool)>,
+    /// Entries sent alone from now on (a merged task carrying them panicked).
+    alone: HashSet<u64>,
+    /// The server's `max_batch_size`, once read; when the next read is due
+    /// after a failed one.
+    max_batch: Option<usize>,
+    max_batch_next_read: Instant,
     /// Entries whose task panicked, and how often.
     panics: HashMap<u64, u32>,
     /// A commit of the applied state under way.
@@ -147,6 +154,9 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         window: Window::new(state, capacity),
         running: JoinSet::new(),
         tasks: HashMap::new(),
+        alone: HashSet::new(),
+        max_batch: None,
+        max_batch_next_read: Instant::now(),
         panics: HashMap::new(),
         committing: false,
         commits,
@@ -179,6 +189,14 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
             if let Some(next) = rep.choose_executor(Some(index)) {
                 rep.ledger.hand_over(index, next);
             }
+        }
+        if rep.settings.merge_catch_up
+            && rep.settings.replay_interval.is_none()
+            && healthy
+            && !is_paused
+            && a.catching_up()
+        {
+            a.read_max_batch(&backend).await;
         }
         let rate_limited = a.dispatch(is_paused);
         a.window.retire();
@@ -266,47 +284,122 @@ impl Applier {
         }
     }
 
+    /// Whether the server is behind: more than `apply_window` entries.
+    fn catching_up(&self) -> bool {
+        self.rep
+            .wal
+            .last_lsn()
+            .saturating_sub(self.window.applied_upto())
+            > self.rep.settings.apply_window as u64
+    }
+
+    /// Reads the server's `max_batch_size` for merged requests, once (again
+    /// a while after a failed read; meanwhile [`merge::FALLBACK_MAX_BATCH`]).
+    async fn read_max_batch(&mut self, backend: &crate::backend::Backend) {
+        if self.max_batch.is_some() || Instant::now() < self.max_batch_next_read {
+            return;
+        }
+        // Bounded: the applier's loop (commits, executions) waits meanwhile.
+        let read = tokio::time::timeout(
+            merge::MAX_BATCH_READ_TIMEOUT,
+            merge::max_batch_size(backend),
+        )
+        .await
+        .unwrap_or_else(|_| Err("GET /api/v2/pre-flight-checks timed out".to_string()));
+        match read {
+            Ok(n) => {
+                tracing::info!(server = %self.name, max_batch_size = n, "merging replays while catching up");
+                self.max_batch = Some(n);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    server = %self.name,
+                    error = %e,
+                    fallback = merge::FALLBACK_MAX_BATCH,
+                    "reading max_batch_size failed; merged requests use the fallback"
+                );
+                self.max_batch_next_read = Instant::now() + merge::MAX_BATCH_RETRY;
+            }
+        }
+    }
+
     /// Starts what may start; returns whether the replay rate limit held
     /// something back.
     fn dispatch(&mut self, paused: bool) -> bool {
         let rep = self.rep.clone();
         let index = self.index;
         let mut rate_limited = false;
-        let catching_up = rep
-            .wal
-            .last_lsn()
-            .saturating_sub(self.window.applied_upto())
-            > rep.settings.apply_window as u64;
+        let catching_up = self.catching_up();
+        // A replay rate limit counts entries: with one, nothing merges (a
+        // limited catch-up is no faster than the limit anyway).
+        let merging =
+            rep.settings.merge_catch_up && catching_up && rep.settings.replay_interval.is_none();
+        let limits = Limits {
+            records: self.max_batch.unwrap_or(merge::FALLBACK_MAX_BATCH),
+            bytes: rep.settings.merge_max_bytes,
+        };
+        let running = self.running.len();
         let next_dispatch = &mut self.next_dispatch;
-        let plan = self.window.plan(
-            rep.settings.apply_window,
-            |lsn| role_of(&rep, index, lsn, paused),
-            |executes| {
-                let Some(interval) = rep.settings.replay_interval else {
-                    return true;
-                };
-                if executes || !catching_up {
-                    return true;
-                }
-                let now = Instant::now();
-                if now < *next_dispatch {
-                    rate_limited = true;
-                    return false;
-                }
-                *next_dispatch = now + interval;
-                true
-            },
-        );
+        let role = |lsn| role_of(&rep, index, lsn, paused);
+        let gate = |executes| {
+            let Some(interval) = rep.settings.replay_interval else {
+                return true;
+            };
+            if executes || !catching_up {
+                return true;
+            }
+            let now = Instant::now();
+            if now < *next_dispatch {
+                rate_limited = true;
+                return false;
+            }
+            *next_dispatch = now + interval;
+            true
+        };
+        let window = &mut self.window;
+        let apply_window = rep.settings.apply_window;
+        let (plan, groups) = if merging {
+            let mut batcher = Merging::new(&rep, limits, &self.alone);
+            let plan = window.plan_batched(apply_window, running, role, gate, &mut batcher);
+            (plan, batcher.into_groups())
+        } else {
+            let plan = window.plan_batched(apply_window, running, role, gate, &mut NoBatching);
+            (plan, Vec::new())
+        };
         for lsn in plan.skipped {
             rep.progress[index].finished(lsn);
         }
         if plan.wants_commit {
             self.commit();
         }
-        for start in plan.starts {
+        // Starts the batcher grouped go as one task each; the rest alone.
+        let mut starts: HashMap<u64, Start> = plan.starts.into_iter().map(|s| (s.lsn, s)).collect();
+        for group in groups {
+            let members: Vec<Start> = group.iter().filter_map(|lsn| starts.remove(lsn)).collect();
+            if members.len() > 1 {
+                self.spawn_merged(members);
+            } else {
+                members.into_iter().for_each(|s| self.spawn(s));
+            }
+        }
+        let mut rest: Vec<Start> = starts.into_values().collect();
+        rest.sort_by_key(|s| s.lsn);
+        for start in rest {
             self.spawn(start);
         }
         rate_limited
+    }
+
+    /// Starts one task sending the replays `members` as merged requests.
+    fn spawn_merged(&mut self, members: Vec<Start>) {
+        let rep = self.rep.clone();
+        let index = self.index;
+        let lsns: Vec<u64> = members.iter().map(|s| s.lsn).collect();
+        let members: Vec<(u64, Work)> = members.into_iter().map(|s| (s.lsn, s.work)).collect();
+        let handle = self
+            .running
+            .spawn(async move { replay_merged(&rep, index, members).await });
+        self.tasks.insert(handle.id(), (lsns, false));
     }
 
     fn spawn(
@@ -337,25 +430,28 @@ impl Applier {
                 Some(credentials) => execute(&rep, index, lsn, &work, credentials).await,
                 None => replay(&rep, index, lsn, &work).await,
             };
-            (lsn, end)
+            vec![(lsn, end)]
         });
-        self.tasks.insert(handle.id(), (lsn, executes));
+        self.tasks.insert(handle.id(), (vec![lsn], executes));
     }
 
     async fn task_done(
         &mut self,
-        done: Result<(tokio::task::Id, (u64, TaskEnd)), tokio::task::JoinError>,
+        done: Result<(tokio::task::Id, Vec<(u64, TaskEnd)>), tokio::task::JoinError>,
     ) {
         match done {
-            Ok((id, (lsn, end))) => {
+            Ok((id, ends)) => {
                 self.tasks.remove(&id);
-                match end {
-                    TaskEnd::Finished { sent } => {
-                        self.window.finish(lsn, sent);
-                        self.rep.progress[self.index].finished(lsn);
-                        self.panics.remove(&lsn);
+                for (lsn, end) in ends {
+                    match end {
+                        TaskEnd::Finished { sent } => {
+                            self.window.finish(lsn, sent);
+                            self.rep.progress[self.index].finished(lsn);
+                            self.panics.remove(&lsn);
+                            self.alone.remove(&lsn);
+                        }
+                        TaskEnd::Requeue => self.window.requeue(lsn),
                     }
-                    TaskEnd::Requeue => self.window.requeue(lsn),
                 }
                 self.rep.progress_changed();
             }
@@ -366,8 +462,21 @@ impl Applier {
                 // a crash. An entry whose task keeps panicking is
                 // dead-lettered, so it cannot hold its conflict chain forever.
                 tracing::error!(server = %self.name, error = %e, "apply task failed");
-                let Some((lsn, executes)) = self.tasks.remove(&e.id()) else {
+                let Some((lsns, executes)) = self.tasks.remove(&e.id()) else {
                     return;
+                };
+                let lsn = match lsns[..] {
+                    [lsn] => lsn,
+                    _ => {
+                        // A merged task: its entries are sent alone from now
+                        // on (a repeat, as after a crash), where a panic is
+                        // counted per entry.
+                        for lsn in lsns {
+                            self.alone.insert(lsn);
+                            self.window.requeue(lsn);
+                        }
+                        return;
+                    }
                 };
                 if executes {
                     self.rep.ledger.commit(lsn);

@@ -13,7 +13,7 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn describe(
+pub(super) fn describe(
     result: &Result<crate::backend::UpstreamResponse, crate::backend::TransportError>,
 ) -> String {
     match result {
@@ -130,7 +130,7 @@ pub(super) async fn execute(
 }
 
 /// Backoff before retry `attempt` (0-based): exponential with full jitter.
-fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+pub(super) fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     let ceiling = (base.as_secs_f64() * 2f64.powi(attempt.min(30) as i32)).min(cap.as_secs_f64());
     Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.max(0.001)))
 }

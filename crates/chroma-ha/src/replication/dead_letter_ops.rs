@@ -369,10 +369,7 @@ impl Replicator {
             Route::Known(k) => Some(k),
             Route::Unknown(_) => None,
         };
-        let work = Work {
-            entry: Arc::new(entry),
-            route,
-        };
+        let work = Work::new(Arc::new(entry), route);
         let result = self.send_entry(index, &work.entry, HeaderMap::new()).await;
         let response = result.map_err(|e| GatewayError::service_unavailable(e.to_string()))?;
         let outcome = match &work.route {

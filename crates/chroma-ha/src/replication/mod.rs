@@ -22,12 +22,14 @@ mod adoption;
 pub mod applied;
 mod applier;
 mod apply_entry;
+mod apply_merged;
 mod dead_letter_ops;
 pub mod dead_letters;
 pub mod idmap;
 mod ids;
 pub mod ledger;
 pub mod log;
+pub mod merge;
 pub mod migrate;
 pub mod progress;
 mod read;
@@ -71,6 +73,10 @@ pub struct ReplicationSettings {
     /// How long an entry may keep failing on a healthy server before it
     /// is dead-lettered.
     pub give_up_after: Duration,
+    /// Whether a catching-up server gets record writes merged (see [`merge`]).
+    pub merge_catch_up: bool,
+    /// Most body bytes of one merged request.
+    pub merge_max_bytes: usize,
 }
 
 /// The gateway could not start its replication core.
@@ -105,6 +111,9 @@ pub enum StartError {
         #[source]
         source: wal::WalError,
     },
+    /// The merge metrics could not be built (a bug).
+    #[error("building the merge metrics: {0}")]
+    Metrics(String),
     /// The log in PostgreSQL could not be opened.
     #[error("opening the log in PostgreSQL: {0}")]
     PostgresLog(#[from] pglog::ConnectError),
@@ -146,6 +155,8 @@ pub struct Replicator {
     /// Where the state documents are kept: the operator's actions (pause,
     /// drain) across restarts, and the id map and applied state.
     state: state_store::StateStore,
+    /// Merged requests of catching-up servers.
+    merge_metrics: merge::MergeMetrics,
 }
 
 /// The operator state's document name in the [`state_store::StateStore`].
@@ -414,6 +425,8 @@ impl Replicator {
             replica_ratio: config.reads.replica_ratio,
             consistency: config.reads.consistency,
             give_up_after: config.replication.give_up_after,
+            merge_catch_up: config.replication.merge_catch_up,
+            merge_max_bytes: config.max_body_bytes.max(1),
         };
         tracing::info!(
             first_lsn = recovery.first_lsn,
@@ -422,6 +435,8 @@ impl Replicator {
             collections = idmap.len(),
             "replication state recovered"
         );
+        let backends_for_metrics = backends.clone();
+        let backends_for_metrics = backends_for_metrics.all();
         let replicator = Arc::new(Replicator {
             progress: starts.iter().map(|s| Progress::new(s.cursor)).collect(),
             incomplete: cursors
@@ -445,6 +460,8 @@ impl Replicator {
             recovery,
             applied,
             state,
+            merge_metrics: merge::MergeMetrics::new(backends_for_metrics.iter().map(|b| b.name()))
+                .map_err(StartError::Metrics)?,
         });
         let operator: OperatorState = replicator
             .state
@@ -534,6 +551,11 @@ impl Replicator {
     /// The dead-letter list.
     pub fn dead_letters(&self) -> &DeadLetters {
         &self.dead_letters
+    }
+
+    /// The merge metrics of catching-up servers ([`merge`]).
+    pub fn merge_metrics(&self) -> &merge::MergeMetrics {
+        &self.merge_metrics
     }
 
     /// The logical ↔ physical id map.

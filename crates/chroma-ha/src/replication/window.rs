@@ -14,6 +14,14 @@
 //! A slot leaves the window from the front once it is finished and either
 //! durably recorded or never sent. This type does no I/O; the applier task
 //! drives it.
+//!
+//! Merged catch-up ([`Batcher`]): the entries one plan starts are pairwise
+//! free of conflicts (each was checked against every earlier unfinished
+//! entry, the ones started in the same plan included). A replay that may
+//! start can therefore share the request of one started earlier in the same
+//! plan without breaking either rule; it then needs no request slot of its
+//! own. Every entry keeps its own slot and status: what is durable as
+//! applied stays per entry.
 
 use super::applied::AppliedState;
 use crate::chroma::{KnownRoute, WriteFootprint};
@@ -21,12 +29,65 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::record::Entry;
+use crate::chroma::merge::MergePart;
+use std::sync::OnceLock;
 
 /// An entry to apply, with its route.
 #[derive(Clone)]
 pub(crate) struct Work {
     pub entry: Arc<Entry>,
     pub route: Option<KnownRoute>,
+    /// The entry as a part of a merged request, read when first asked.
+    merge: Arc<OnceLock<Option<MergePart>>>,
+}
+
+impl Work {
+    /// The work of `entry` on `route`.
+    pub fn new(entry: Arc<Entry>, route: Option<KnownRoute>) -> Self {
+        Work {
+            entry,
+            route,
+            merge: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The entry as a part a merged request can carry, if it is one (see
+    /// [`crate::chroma::merge`]); parsed once, on first use.
+    pub fn merge_part(&self) -> Option<&MergePart> {
+        self.merge
+            .get_or_init(|| {
+                let route = self.route.as_ref()?;
+                let e = &self.entry;
+                MergePart::parse(
+                    route.op,
+                    &e.method,
+                    &e.path,
+                    e.content_type.as_deref(),
+                    &e.body,
+                )
+            })
+            .as_ref()
+    }
+}
+
+/// Groups replays one plan starts into shared requests.
+pub(crate) trait Batcher {
+    /// Whether the replay `lsn`, which may start now, rides in a request
+    /// this plan already started (it then takes no request slot and passes
+    /// no gate).
+    fn joins(&mut self, lsn: u64, work: &Work) -> bool;
+    /// The replay `lsn` starts a request of its own.
+    fn started(&mut self, lsn: u64, work: &Work);
+}
+
+/// No merging: every entry is a request of its own.
+pub(crate) struct NoBatching;
+
+impl Batcher for NoBatching {
+    fn joins(&mut self, _: u64, _: &Work) -> bool {
+        false
+    }
+    fn started(&mut self, _: u64, _: &Work) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,18 +226,34 @@ impl Window {
     /// most `max_running` running in all. `role` says what each waiting
     /// entry needs; `gate` may hold back a startable entry (rate limit;
     /// its argument says whether it would execute).
+    #[cfg(test)]
     pub fn plan(
         &mut self,
         max_running: usize,
-        mut role: impl FnMut(u64) -> Role,
-        mut gate: impl FnMut(bool) -> bool,
+        role: impl FnMut(u64) -> Role,
+        gate: impl FnMut(bool) -> bool,
     ) -> Plan {
-        let mut plan = Plan::default();
-        let mut running = self
+        let running = self
             .slots
             .iter()
             .filter(|s| s.status == Status::Running)
             .count();
+        self.plan_batched(max_running, running, role, gate, &mut NoBatching)
+    }
+
+    /// [`Window::plan`] with `running` requests under way (a merged request
+    /// counts once) and `batcher` grouping the replays it starts: a replay
+    /// the batcher lets join an earlier start of this plan starts even when
+    /// `max_running` requests run, and without passing `gate`.
+    pub fn plan_batched(
+        &mut self,
+        max_running: usize,
+        mut running: usize,
+        mut role: impl FnMut(u64) -> Role,
+        mut gate: impl FnMut(bool) -> bool,
+        batcher: &mut impl Batcher,
+    ) -> Plan {
+        let mut plan = Plan::default();
         let slots = self.slots.make_contiguous();
         for i in 0..slots.len() {
             if slots[i].status != Status::Waiting {
@@ -222,18 +299,29 @@ impl Window {
                 plan.wants_commit = true;
                 continue;
             }
-            if running >= max_running || !gate(executes) {
-                continue;
-            }
-            if let Some(work) = &slot.work {
+            let Some(work) = &slot.work else { continue };
+            if !executes && batcher.joins(slot.lsn, work) {
                 slot.status = Status::Running;
-                running += 1;
                 plan.starts.push(Start {
                     lsn: slot.lsn,
                     work: work.clone(),
                     executes,
                 });
+                continue;
             }
+            if running >= max_running || !gate(executes) {
+                continue;
+            }
+            if !executes {
+                batcher.started(slot.lsn, work);
+            }
+            slot.status = Status::Running;
+            running += 1;
+            plan.starts.push(Start {
+                lsn: slot.lsn,
+                work: work.clone(),
+                executes,
+            });
         }
         plan
     }

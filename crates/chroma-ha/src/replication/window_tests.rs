@@ -4,16 +4,16 @@ use crate::replication::record::Entry;
 use proptest::prelude::*;
 
 fn work() -> Option<Work> {
-    Some(Work {
-        entry: Arc::new(Entry {
+    Some(Work::new(
+        Arc::new(Entry {
             method: http::Method::POST,
             path: "/x".into(),
             content_type: None,
             received_at_ms: 0,
             body: bytes::Bytes::new(),
         }),
-        route: None,
-    })
+        None,
+    ))
 }
 
 fn record_write(collection: &str, id: Option<u64>) -> Option<WriteFootprint> {
