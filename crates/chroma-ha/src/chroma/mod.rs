@@ -60,12 +60,8 @@
 
 pub mod errors;
 pub mod footprint;
-<<<<<<< HEAD
 pub(crate) mod json_scan;
-=======
-mod json_scan;
 pub mod merge;
->>>>>>> merge
 pub mod operation;
 pub mod replay;
 pub mod rewrite;
