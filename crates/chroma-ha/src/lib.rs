@@ -24,6 +24,8 @@
 //!   loop, the roles, forwarding to the leader.
 //! - [`gateway`]: wires it together and serves until Ctrl-C / SIGTERM.
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
+//! - [`copy`]: copies servers' content in pages, to another server or a
+//!   snapshot directory (`backup`, `restore`, `rebuild`).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 //! - [`telemetry`] sets up logging.
 //! - [`tls`]: rustls configurations from PEM files — outgoing clients'
@@ -38,6 +40,7 @@ pub mod chroma;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod copy;
 pub mod gateway;
 pub mod http;
 pub mod replication;

@@ -7,6 +7,7 @@
 //! - `POST /admin/dead-letters/{id}/skip`       drop one (the operator fixed it)
 //! - `POST /admin/servers/{name}/pause|resume`  stop / restart a server's applier
 //! - `POST /admin/servers/{name}/drain|undrain` take a server out of (back into) service
+//! - `GET  /admin/tenants`                      the tenants the gateway knows of (backups copy them)
 
 use super::{error_response, AppState};
 use crate::chroma::GatewayError;
@@ -27,6 +28,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/dead-letters/{id}/retry", post(retry_dead_letter))
         .route("/dead-letters/{id}/skip", post(skip_dead_letter))
         .route("/servers/{name}/{action}", post(server_action))
+        .route("/tenants", get(list_tenants))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -131,6 +133,12 @@ async fn skip_dead_letter(State(app): State<Arc<AppState>>, Path(id): Path<u64>)
         Ok(None) => error_response(&GatewayError::not_found(format!("no dead letter {id}"))),
         Err(e) => error_response(&e),
     }
+}
+
+/// The tenants of every collection in the id map, and Chroma's default
+/// tenant (Chroma has no endpoint that lists tenants).
+async fn list_tenants(State(app): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({ "tenants": app.rep.idmap().tenants() })).into_response()
 }
 
 async fn server_action(

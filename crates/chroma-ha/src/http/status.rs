@@ -114,6 +114,20 @@ pub struct InstanceStatus {
     pub history_incomplete: bool,
     /// The last error seen.
     pub last_error: Option<String>,
+    /// While its applier is paused with nothing under way and all it
+    /// applied durably recorded: the log position its content stands at
+    /// (what `backup` and `rebuild` copy from). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<PausedAt>,
+}
+
+/// Where a paused, quiescent server's content stands in the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct PausedAt {
+    /// Every log record up to here is applied (or skipped) on it.
+    pub lsn: u64,
+    /// Entries above `lsn` it has applied too.
+    pub applied_above: Vec<u64>,
 }
 
 /// The whole `/status` document.
@@ -194,6 +208,10 @@ pub fn collect(app: &AppState) -> Status {
             dead_letters: rep.dead_letters().count_for(backend.name()),
             history_incomplete: rep.is_incomplete(index),
             last_error: progress.last_error.or(health.last_error),
+            paused_at: progress.paused_at.map(|p| PausedAt {
+                lsn: p.cursor,
+                applied_above: p.above.into_iter().collect(),
+            }),
         });
     }
     let not_ready_reason = not_ready_reason(app);

@@ -191,6 +191,9 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         if a.window.full_waiting_for_commit() {
             a.commit();
         }
+        let quiescent =
+            is_paused && a.running.is_empty() && !a.committing && !a.window.has_undurable();
+        progress.set_paused_at(quiescent.then(|| a.window.state_to_commit()));
         tokio::select! {
             biased;
             Some((state, result)) = committed.recv() => a.committed(state, result).await,
