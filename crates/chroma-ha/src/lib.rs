@@ -26,6 +26,7 @@
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
 //! - [`copy`]: copies servers' content in pages, to another server or a
 //!   snapshot directory (`backup`, `restore`, `rebuild`).
+//! - [`rebuild`]: fills a server from another while the gateway serves.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 //! - [`telemetry`] sets up logging.
 //! - [`tls`]: rustls configurations from PEM files — outgoing clients'
@@ -43,6 +44,7 @@ pub mod config;
 pub mod copy;
 pub mod gateway;
 pub mod http;
+pub mod rebuild;
 pub mod replication;
 pub mod telemetry;
 pub mod tls;

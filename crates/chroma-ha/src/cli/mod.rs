@@ -1,5 +1,5 @@
 //! The command line: `serve`, `status`, `check`, `wal inspect|verify`,
-//! `log migrate`, `backup`, `restore`.
+//! `log migrate`, `backup`, `restore`, `rebuild`.
 //! Exit codes: 0 success, 1 a check failed (corruption, servers differ,
 //! gateway not ready), 2 bad usage or configuration.
 
@@ -8,6 +8,7 @@ mod check_cmd;
 mod gateway_client;
 mod log_cmd;
 mod progress_line;
+mod rebuild_cmd;
 mod status_cmd;
 mod wal_cmd;
 
@@ -46,6 +47,9 @@ pub enum Command {
     Backup(backup_cmd::BackupArgs),
     /// Load a snapshot written by `backup` into an empty Chroma server.
     Restore(backup_cmd::RestoreArgs),
+    /// Fill a server from another while the gateway serves (through a
+    /// running gateway's admin API).
+    Rebuild(rebuild_cmd::RebuildArgs),
     /// Move a stopped gateway's log and state to PostgreSQL.
     Log {
         /// What to do.
@@ -111,6 +115,7 @@ pub fn main() -> ExitCode {
         },
         Command::Log { command } => log_cmd::run(command),
         Command::Backup(args) => backup_cmd::run_backup(args),
+        Command::Rebuild(args) => rebuild_cmd::run(args),
         Command::Restore(args) => backup_cmd::run_restore(args),
     }
 }

@@ -206,6 +206,17 @@ impl Progress {
         }
     }
 
+    /// Starts over after `cursor` (a new applier at a new position): the
+    /// positions are set to it and no entry is held.
+    pub fn reset(&self, cursor: u64) {
+        let mut inner = self.lock();
+        inner.snapshot.applied_upto = cursor;
+        inner.snapshot.fetched_upto = cursor;
+        inner.snapshot.paused_at = None;
+        inner.held.clear();
+        inner.dead.clear();
+    }
+
     /// Sets what the applier is doing.
     pub fn set_state(&self, state: ApplierState) {
         self.lock().snapshot.state = state;
