@@ -42,7 +42,9 @@ pub struct RebuildArgs {
 
 /// Runs `chroma-ha rebuild`.
 pub fn run(args: RebuildArgs) -> ExitCode {
-    if args.page_size == 0 || !(args.expected_records_per_second > 0.0) {
+    let rate_ok =
+        args.expected_records_per_second.is_finite() && args.expected_records_per_second > 0.0;
+    if args.page_size == 0 || !rate_ok {
         eprintln!(
             "chroma-ha rebuild: --page-size and --expected-records-per-second must be positive"
         );
