@@ -228,9 +228,55 @@ async fn read_page(
     RecordPage::from_get_answer(&body).map_err(|detail| CopyError::Decode { url, detail })
 }
 
+/// Collections copied at once into a server.
+pub const PARALLEL_COLLECTIONS: usize = 2;
+
+/// Copies one collection into a server: creates it, adds its pages (the
+/// next one read while the current one is written) and checks the count.
+async fn copy_collection_to_server(
+    source: &ServerReader,
+    target: &ServerTarget,
+    c: &PlannedCollection,
+    page_size: usize,
+    progress: &CopyProgress,
+) -> Result<CopiedCollection, CopyError> {
+    let copied = target.create(&c.tenant, &c.database, &c.meta).await?;
+    let id = copied.target_id.as_str();
+    let mut offset = 0u64;
+    let mut page = read_page(source, c, offset, page_size).await?;
+    loop {
+        let more = page.len() == page_size;
+        let next_offset = offset + page.len() as u64;
+        let next = async {
+            if more {
+                Some(read_page(source, c, next_offset, page_size).await)
+            } else {
+                None
+            }
+        };
+        let (written, next) = tokio::join!(target.add(&c.tenant, &c.database, id, &page), next);
+        written?;
+        progress.page_done(&page);
+        match next {
+            Some(next) => {
+                page = next?;
+                offset = next_offset;
+            }
+            None => break,
+        }
+    }
+    target
+        .check_count(&c.tenant, &c.database, &c.meta.name, id, c.records)
+        .await?;
+    progress.collections_done.fetch_add(1, Ordering::Relaxed);
+    Ok(copied)
+}
+
 /// Copies everything in `plan` from `source` to `target`, `page_size`
 /// records per request, counting in `progress`. Reading the next page
-/// overlaps with writing the current one.
+/// overlaps with writing the current one; into a server,
+/// [`PARALLEL_COLLECTIONS`] collections are copied at once (so at most
+/// twice that many pages are in memory).
 pub async fn copy(
     source: &ServerReader,
     plan: &CopyPlan,
@@ -238,8 +284,33 @@ pub async fn copy(
     page_size: usize,
     progress: &CopyProgress,
 ) -> Result<(), CopyError> {
+    use futures::StreamExt as _;
     let page_size = page_size.max(1);
     progress.start(plan);
+    if let Target::Server(server) = &mut target {
+        for (tenant, database) in &plan.databases {
+            server.ensure_database(tenant, database).await?;
+        }
+        let shared: &ServerTarget = server;
+        let mut created = Vec::new();
+        let mut running = futures::stream::FuturesOrdered::new();
+        let mut pending = plan.collections.iter();
+        loop {
+            while running.len() < PARALLEL_COLLECTIONS {
+                let Some(c) = pending.next() else { break };
+                running.push_back(copy_collection_to_server(
+                    source, shared, c, page_size, progress,
+                ));
+            }
+            match running.next().await {
+                Some(result) => created.push(result?),
+                None => break,
+            }
+        }
+        drop(running);
+        server.created.extend(created);
+        return Ok(());
+    }
     for (tenant, database) in &plan.databases {
         if let Target::Server(server) = &mut target {
             server.ensure_database(tenant, database).await?;

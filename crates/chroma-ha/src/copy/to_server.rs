@@ -96,14 +96,28 @@ impl ServerTarget {
         Ok(())
     }
 
-    /// Creates the collection `meta` (which must not exist) and returns its
-    /// id on the target.
+    /// Creates the collection `meta` (which must not exist), notes it in
+    /// `created` and returns its id on the target.
     pub async fn create_collection(
         &mut self,
         tenant: &str,
         database: &str,
         meta: &CollectionMeta,
     ) -> Result<String, CopyError> {
+        let copied = self.create(tenant, database, meta).await?;
+        let id = copied.target_id.clone();
+        self.created.push(copied);
+        Ok(id)
+    }
+
+    /// Creates the collection `meta` (which must not exist) and returns
+    /// where it came from and its new id (not noted in `created`).
+    pub async fn create(
+        &self,
+        tenant: &str,
+        database: &str,
+        meta: &CollectionMeta,
+    ) -> Result<CopiedCollection, CopyError> {
         let mut body = serde_json::Map::new();
         body.insert("name".into(), json!(meta.name));
         if !meta.metadata.is_null() {
@@ -148,14 +162,13 @@ impl ServerTarget {
                 detail: "create collection answer without an id".into(),
             });
         };
-        self.created.push(CopiedCollection {
+        Ok(CopiedCollection {
             tenant: tenant.to_string(),
             database: database.to_string(),
             name: meta.name.clone(),
             source_id: meta.id.clone(),
             target_id: id.to_string(),
-        });
-        Ok(id.to_string())
+        })
     }
 
     /// Adds `page` to the collection `id`.
