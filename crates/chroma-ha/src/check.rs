@@ -545,6 +545,23 @@ impl ServerReader {
         self.send(req, &url).await
     }
 
+    /// Sends `method` to `/api/v2/<segments…>` with `body` (JSON text) and
+    /// returns the status and body as received.
+    pub async fn request_text(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        body: String,
+    ) -> Result<(u16, bytes::Bytes), CheckError> {
+        let url = self.path(segments);
+        let req = self
+            .http
+            .request(method, &url)
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(req, &url).await
+    }
+
     /// GETs `/api/v2/<segments…>` and decodes the JSON answer (an error for
     /// a status outside 2xx).
     pub async fn get_value(&self, segments: &[&str]) -> Result<Value, CheckError> {

@@ -60,7 +60,7 @@
 
 pub mod errors;
 pub mod footprint;
-mod json_scan;
+pub(crate) mod json_scan;
 pub mod operation;
 pub mod replay;
 pub mod rewrite;

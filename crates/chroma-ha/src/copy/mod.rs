@@ -216,6 +216,18 @@ pub enum Target<'a> {
     Snapshot(&'a mut snapshot::SnapshotWriter),
 }
 
+async fn read_page_raw(
+    source: &ServerReader,
+    c: &PlannedCollection,
+    offset: u64,
+    limit: usize,
+) -> Result<RecordPage, CopyError> {
+    let (url, body) = source
+        .records_page(&c.tenant, &c.database, &c.meta.id, offset, limit)
+        .await?;
+    RecordPage::from_get_answer_raw(body).map_err(|detail| CopyError::Decode { url, detail })
+}
+
 async fn read_page(
     source: &ServerReader,
     c: &PlannedCollection,
@@ -243,13 +255,13 @@ async fn copy_collection_to_server(
     let copied = target.create(&c.tenant, &c.database, &c.meta).await?;
     let id = copied.target_id.as_str();
     let mut offset = 0u64;
-    let mut page = read_page(source, c, offset, page_size).await?;
+    let mut page = read_page_raw(source, c, offset, page_size).await?;
     loop {
         let more = page.len() == page_size;
         let next_offset = offset + page.len() as u64;
         let next = async {
             if more {
-                Some(read_page(source, c, next_offset, page_size).await)
+                Some(read_page_raw(source, c, next_offset, page_size).await)
             } else {
                 None
             }

@@ -25,6 +25,10 @@ pub struct RecordPage {
     pub uris: Vec<Value>,
     /// Bytes this page took on the wire or on disk.
     pub bytes: usize,
+    /// The embeddings column as the server sent it (a JSON array), when the
+    /// page was read for a server-to-server copy: written on as it came,
+    /// without decoding a float. `embeddings` is then all `None`.
+    pub raw_embeddings: Option<bytes::Bytes>,
 }
 
 /// One record as a line of a snapshot file.
@@ -59,24 +63,85 @@ struct GetAnswer {
     uris: Option<Vec<Value>>,
 }
 
+#[derive(Deserialize)]
+struct GetAnswerSkippingEmbeddings {
+    ids: Vec<String>,
+    #[serde(default)]
+    documents: Option<Vec<Value>>,
+    #[serde(default)]
+    metadatas: Option<Vec<Value>>,
+    #[serde(default)]
+    uris: Option<Vec<Value>>,
+}
+
+fn column<T: Clone>(col: Option<Vec<T>>, n: usize, fill: T, name: &str) -> Result<Vec<T>, String> {
+    match col {
+        None => Ok(vec![fill; n]),
+        Some(c) if c.len() == n => Ok(c),
+        Some(c) => Err(format!("'{name}' has {} entries for {n} ids", c.len())),
+    }
+}
+
 impl RecordPage {
+    /// Decodes a `…/get` answer for a server-to-server copy: the
+    /// embeddings column is kept as raw JSON (checked to be an array as
+    /// long as `ids`), the other columns decoded.
+    pub fn from_get_answer_raw(body: bytes::Bytes) -> Result<RecordPage, String> {
+        use crate::chroma::json_scan;
+        let answer: GetAnswerSkippingEmbeddings =
+            serde_json::from_slice(&body).map_err(|e| format!("invalid get answer: {e}"))?;
+        let n = answer.ids.len();
+        let root = json_scan::root(&body).ok_or("invalid get answer")?;
+        let members =
+            json_scan::object_members(&body, &root).ok_or("the get answer is not an object")?;
+        let raw = match members.into_iter().find(|(k, _)| k == "embeddings") {
+            Some((_, span)) => {
+                let count = json_scan::array_elements(&body, &span)
+                    .ok_or("'embeddings' is not an array")?
+                    .len();
+                if count != n {
+                    return Err(format!("'embeddings' has {count} entries for {n} ids"));
+                }
+                body.slice(span)
+            }
+            None => return Err("the get answer has no embeddings".into()),
+        };
+        Ok(RecordPage {
+            embeddings: vec![None; n],
+            documents: column(answer.documents, n, Value::Null, "documents")?,
+            metadatas: column(answer.metadatas, n, Value::Null, "metadatas")?,
+            uris: column(answer.uris, n, Value::Null, "uris")?,
+            ids: answer.ids,
+            bytes: body.len(),
+            raw_embeddings: Some(raw),
+        })
+    }
+
+    /// The body of an `…/add` request that adds these records, as JSON
+    /// text (raw embeddings spliced in as they came).
+    pub fn add_body(&self) -> Result<String, String> {
+        let mut value = self.add_payload();
+        let Some(raw) = &self.raw_embeddings else {
+            return Ok(value.to_string());
+        };
+        if let Some(map) = value.as_object_mut() {
+            map.remove("embeddings");
+        }
+        let mut text = value.to_string();
+        let raw = std::str::from_utf8(raw).map_err(|e| format!("embeddings are not UTF-8: {e}"))?;
+        // `text` is an object with at least "ids": append one member.
+        text.pop();
+        text.push_str(",\"embeddings\":");
+        text.push_str(raw);
+        text.push('}');
+        Ok(text)
+    }
+
     /// Decodes a `…/get` answer; an error says what is wrong with it.
     pub fn from_get_answer(body: &[u8]) -> Result<RecordPage, String> {
         let answer: GetAnswer =
             serde_json::from_slice(body).map_err(|e| format!("invalid get answer: {e}"))?;
         let n = answer.ids.len();
-        fn column<T: Clone>(
-            col: Option<Vec<T>>,
-            n: usize,
-            fill: T,
-            name: &str,
-        ) -> Result<Vec<T>, String> {
-            match col {
-                None => Ok(vec![fill; n]),
-                Some(c) if c.len() == n => Ok(c),
-                Some(c) => Err(format!("'{name}' has {} entries for {n} ids", c.len())),
-            }
-        }
         Ok(RecordPage {
             embeddings: column(answer.embeddings, n, None, "embeddings")?,
             documents: column(answer.documents, n, Value::Null, "documents")?,
@@ -84,6 +149,7 @@ impl RecordPage {
             uris: column(answer.uris, n, Value::Null, "uris")?,
             ids: answer.ids,
             bytes: body.len(),
+            raw_embeddings: None,
         })
     }
 
@@ -177,6 +243,24 @@ mod tests {
         let add = page.add_payload();
         assert_eq!(add["documents"], json!(["d", null]));
         assert_eq!(add["uris"], json!([null, "u2"]));
+    }
+
+    #[test]
+    fn a_raw_page_keeps_the_embeddings_text_and_adds_the_same_records() {
+        let body = bytes::Bytes::from_static(
+            br#"{"ids":["r1","r2"],"embeddings":[[0.099999994,0.19999999],[0.3,0.4]],"documents":["d",null],"uris":null,"metadatas":[{"k":1.5},{}]}"#,
+        );
+        let page = RecordPage::from_get_answer_raw(body).unwrap();
+        let add: Value = serde_json::from_str(&page.add_body().unwrap()).unwrap();
+        assert_eq!(add["ids"], json!(["r1", "r2"]));
+        assert_eq!(add["documents"], json!(["d", null]));
+        assert!(add.get("uris").is_none());
+        assert!(page
+            .add_body()
+            .unwrap()
+            .contains("[[0.099999994,0.19999999],[0.3,0.4]]"));
+        let short = bytes::Bytes::from_static(br#"{"ids":["a","b"],"embeddings":[[1.0]]}"#);
+        assert!(RecordPage::from_get_answer_raw(short).is_err());
     }
 
     #[test]

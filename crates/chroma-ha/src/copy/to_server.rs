@@ -182,9 +182,13 @@ impl ServerTarget {
         if page.is_empty() {
             return Ok(());
         }
+        let payload = page.add_body().map_err(|detail| CopyError::Target {
+            url: self.server.url().to_string(),
+            detail,
+        })?;
         let (status, body) = self
             .server
-            .request(
+            .request_text(
                 Method::POST,
                 &[
                     "tenants",
@@ -195,7 +199,7 @@ impl ServerTarget {
                     id,
                     "add",
                 ],
-                Some(&page.add_payload()),
+                payload,
             )
             .await?;
         if !(200..300).contains(&status) {
