@@ -323,37 +323,16 @@ pub async fn copy(
         server.created.extend(created);
         return Ok(());
     }
-    for (tenant, database) in &plan.databases {
-        if let Target::Server(server) = &mut target {
-            server.ensure_database(tenant, database).await?;
-        }
-    }
+    let Target::Snapshot(snap) = target else {
+        return Ok(());
+    };
     for c in &plan.collections {
-        let server_id = match &mut target {
-            Target::Server(server) => Some(
-                server
-                    .create_collection(&c.tenant, &c.database, &c.meta)
-                    .await?,
-            ),
-            Target::Snapshot(snap) => {
-                snap.begin_collection(c).await?;
-                None
-            }
-        };
+        snap.begin_collection(c).await?;
         let mut offset = 0u64;
         let mut page = read_page(source, c, offset, page_size).await?;
         loop {
             let more = page.len() == page_size;
             let next_offset = offset + page.len() as u64;
-            let write = async {
-                match (&mut target, &server_id) {
-                    (Target::Server(server), Some(id)) => {
-                        server.add(&c.tenant, &c.database, id, &page).await
-                    }
-                    (Target::Snapshot(snap), _) => snap.write_page(&page).await,
-                    (Target::Server(_), None) => Ok(()),
-                }
-            };
             let next = async {
                 if more {
                     Some(read_page(source, c, next_offset, page_size).await)
@@ -361,7 +340,7 @@ pub async fn copy(
                     None
                 }
             };
-            let (written, next) = tokio::join!(write, next);
+            let (written, next) = tokio::join!(snap.write_page(&page), next);
             written?;
             progress.page_done(&page);
             match next {
@@ -372,15 +351,7 @@ pub async fn copy(
                 None => break,
             }
         }
-        match (&mut target, &server_id) {
-            (Target::Server(server), Some(id)) => {
-                server
-                    .check_count(&c.tenant, &c.database, &c.meta.name, id, c.records)
-                    .await?
-            }
-            (Target::Snapshot(snap), _) => snap.end_collection(c).await?,
-            (Target::Server(_), None) => {}
-        }
+        snap.end_collection(c).await?;
         progress.collections_done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
