@@ -111,6 +111,61 @@ fn rebuild_copy_rate_against_a_plain_paged_copy() {
         mib / secs
     );
 
+    // A backup of the same content (the primary, read directly) and its
+    // restore into the emptied replica.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("snap");
+    let out = std::process::Command::new(chroma_ha_bin())
+        .args([
+            "backup",
+            "--to",
+            snap.to_str().expect("path"),
+            "--url",
+            &servers[0].url(),
+            "--json",
+        ])
+        .output()
+        .expect("backup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backup: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let b_secs = backup["seconds"].as_f64().expect("seconds");
+    let b_mib = backup["bytes"].as_f64().expect("bytes") / 1048576.0;
+    eprintln!(
+        "REBUILD-BENCH backup: {} records, {b_mib:.1} MiB of files in {b_secs:.2}s: {:.0} records/s, {:.2} MiB/s",
+        backup["records"],
+        backup["records"].as_f64().unwrap_or(0.0) / b_secs,
+        b_mib / b_secs
+    );
+    let restore_target = ChromaServer::start();
+    let out = std::process::Command::new(chroma_ha_bin())
+        .args([
+            "restore",
+            "--from",
+            snap.to_str().expect("path"),
+            "--to",
+            &restore_target.url(),
+            "--json",
+        ])
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r_secs = restored["seconds"].as_f64().expect("seconds");
+    eprintln!(
+        "REBUILD-BENCH restore: {} records in {r_secs:.2}s: {:.0} records/s, {:.2} MiB/s",
+        restored["records"],
+        restored["records"].as_f64().unwrap_or(0.0) / r_secs,
+        b_mib / r_secs
+    );
+
     // The floor: the script, between the same two servers (the replica
     // emptied first, directly).
     for c in 0..COLLECTIONS {

@@ -50,6 +50,16 @@ pub struct RecordLine {
     pub uri: Value,
 }
 
+/// A record as written to a snapshot line (see [`RecordLine`]).
+#[derive(Serialize)]
+struct LineRef<'a> {
+    id: &'a str,
+    embedding: &'a Option<Vec<f32>>,
+    document: &'a Value,
+    metadata: &'a Value,
+    uri: &'a Value,
+}
+
 #[derive(Deserialize)]
 struct GetAnswer {
     ids: Vec<String>,
@@ -200,13 +210,15 @@ impl RecordPage {
     /// record, appended to `out`.
     pub fn write_lines(&self, out: &mut Vec<u8>) -> Result<(), String> {
         for k in 0..self.ids.len() {
-            let line = serde_json::json!({
-                "id": self.ids[k],
-                "embedding": self.embeddings[k],
-                "document": self.documents[k],
-                "metadata": self.metadatas[k],
-                "uri": self.uris[k],
-            });
+            // Borrowed and typed, so that embeddings are written as f32
+            // (the shortest text that reads back as the same f32).
+            let line = LineRef {
+                id: &self.ids[k],
+                embedding: &self.embeddings[k],
+                document: &self.documents[k],
+                metadata: &self.metadatas[k],
+                uri: &self.uris[k],
+            };
             serde_json::to_writer(&mut *out, &line)
                 .map_err(|e| format!("encoding record {:?}: {e}", self.ids[k]))?;
             out.push(b'\n');
@@ -229,7 +241,7 @@ mod tests {
         let mut out = Vec::new();
         page.write_lines(&mut out).unwrap();
         let text = String::from_utf8(out.clone()).unwrap();
-        assert!(text.contains("0.099999994"), "{text}");
+        assert!(text.contains("[0.099999994,0.19999999]"), "{text}");
         let mut back = RecordPage::default();
         for line in text.lines() {
             back.push(serde_json::from_str(line).unwrap(), line.len() + 1);
