@@ -526,6 +526,127 @@ impl ServerReader {
         .await
     }
 
+    /// Sends `method` to `/api/v2/<segments…>` with an optional JSON body
+    /// and returns the status and body as received (any status). The copy
+    /// engine ([`crate::copy`]) writes through this.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        payload: Option<&Value>,
+    ) -> Result<(u16, bytes::Bytes), CheckError> {
+        let url = self.path(segments);
+        let mut req = self.http.request(method, &url);
+        if let Some(payload) = payload {
+            req = req
+                .header("content-type", "application/json")
+                .body(payload.to_string());
+        }
+        self.send(req, &url).await
+    }
+
+    /// Sends `method` to `/api/v2/<segments…>` with `body` (JSON text) and
+    /// returns the status and body as received.
+    pub async fn request_text(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        body: String,
+    ) -> Result<(u16, bytes::Bytes), CheckError> {
+        let url = self.path(segments);
+        let req = self
+            .http
+            .request(method, &url)
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(req, &url).await
+    }
+
+    /// GETs `/api/v2/<segments…>` and decodes the JSON answer (an error for
+    /// a status outside 2xx).
+    pub async fn get_value(&self, segments: &[&str]) -> Result<Value, CheckError> {
+        self.get_json(&self.path(segments)).await
+    }
+
+    /// The server's version (`GET /api/v2/version`).
+    pub async fn version(&self) -> Result<String, CheckError> {
+        let v = self.get_value(&["version"]).await?;
+        Ok(v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    }
+
+    /// The largest batch the server takes in one write
+    /// (`GET /api/v2/pre-flight-checks`, `max_batch_size`).
+    pub async fn max_batch_size(&self) -> Result<usize, CheckError> {
+        let v = self.get_value(&["pre-flight-checks"]).await?;
+        v.get("max_batch_size")
+            .and_then(Value::as_u64)
+            .map(|n| n.max(1) as usize)
+            .ok_or_else(|| CheckError::Decode {
+                url: self.path(&["pre-flight-checks"]),
+                detail: "no max_batch_size in the pre-flight checks".into(),
+            })
+    }
+
+    /// The number of records of a collection (by its id on this server).
+    pub async fn count_records(
+        &self,
+        tenant: &str,
+        database: &str,
+        collection_id: &str,
+    ) -> Result<u64, CheckError> {
+        let segments = [
+            "tenants",
+            tenant,
+            "databases",
+            database,
+            "collections",
+            collection_id,
+            "count",
+        ];
+        let v = self.get_value(&segments).await?;
+        v.as_u64().ok_or_else(|| CheckError::Decode {
+            url: self.path(&segments),
+            detail: format!("count is not a number: {v}"),
+        })
+    }
+
+    /// One page of a collection's records (`limit` from `offset`), with
+    /// documents, metadatas, embeddings and uris: the URL asked and the
+    /// raw `…/get` answer (decoded by [`crate::copy::RecordPage`]).
+    pub async fn records_page(
+        &self,
+        tenant: &str,
+        database: &str,
+        collection_id: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<(String, bytes::Bytes), CheckError> {
+        let url = self.path(&[
+            "tenants",
+            tenant,
+            "databases",
+            database,
+            "collections",
+            collection_id,
+            "get",
+        ]);
+        let payload = json!({
+            "include": ["documents", "metadatas", "embeddings", "uris"],
+            "limit": limit,
+            "offset": offset,
+        });
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(payload.to_string());
+        let (status, body) = self.send(req, &url).await?;
+        if !(200..300).contains(&status) {
+            return Err(status_error(&url, status, &body));
+        }
+        Ok((url, body))
+    }
+
     /// Fetches every record of a collection (by its id on this server),
     /// with documents, metadatas, embeddings and uris, page by page.
     pub async fn get_all_records(

@@ -25,6 +25,9 @@
 //!   loop, the roles, forwarding to the leader.
 //! - [`gateway`]: wires it together and serves until Ctrl-C / SIGTERM.
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
+//! - [`copy`]: copies servers' content in pages, to another server or a
+//!   snapshot directory (`backup`, `restore`, `rebuild`).
+//! - [`rebuild`]: fills a server from another while the gateway serves.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 //! - [`telemetry`] sets up logging.
 //! - [`tls`]: rustls configurations from PEM files — outgoing clients'
@@ -41,10 +44,12 @@ pub mod chroma;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod copy;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod gateway;
 pub mod http;
+pub mod rebuild;
 pub mod replication;
 pub mod telemetry;
 pub mod tls;

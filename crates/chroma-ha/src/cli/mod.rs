@@ -1,10 +1,14 @@
 //! The command line: `serve`, `status`, `check`, `wal inspect|verify`,
-//! `log migrate`.
+//! `log migrate`, `backup`, `restore`, `rebuild`.
 //! Exit codes: 0 success, 1 a check failed (corruption, servers differ,
 //! gateway not ready), 2 bad usage or configuration.
 
+mod backup_cmd;
 mod check_cmd;
+mod gateway_client;
 mod log_cmd;
+mod progress_line;
+mod rebuild_cmd;
 mod status_cmd;
 mod wal_cmd;
 
@@ -38,6 +42,14 @@ pub enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Write a snapshot of every server's content, consistent at one log
+    /// position, into a directory (through a running gateway).
+    Backup(backup_cmd::BackupArgs),
+    /// Load a snapshot written by `backup` into an empty Chroma server.
+    Restore(backup_cmd::RestoreArgs),
+    /// Fill a server from another while the gateway serves (through a
+    /// running gateway's admin API).
+    Rebuild(rebuild_cmd::RebuildArgs),
     /// Move a stopped gateway's log and state to PostgreSQL.
     Log {
         /// What to do.
@@ -102,6 +114,9 @@ pub fn main() -> ExitCode {
             WalCommand::Verify { dir } => wal_cmd::verify(&dir),
         },
         Command::Log { command } => log_cmd::run(command),
+        Command::Backup(args) => backup_cmd::run_backup(args),
+        Command::Rebuild(args) => rebuild_cmd::run(args),
+        Command::Restore(args) => backup_cmd::run_restore(args),
     }
 }
 

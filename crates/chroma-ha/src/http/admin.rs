@@ -7,6 +7,9 @@
 //! - `POST /admin/dead-letters/{id}/skip`       drop one (the operator fixed it)
 //! - `POST /admin/servers/{name}/pause|resume`  stop / restart a server's applier
 //! - `POST /admin/servers/{name}/drain|undrain` take a server out of (back into) service
+//! - `POST /admin/servers/{name}/rebuild?from=SOURCE[&replace=true][&page_size=N][&expected_records_per_second=R]`
+//!   fill a server from another while serving (202; progress in `/status`, `rebuild`)
+//! - `GET  /admin/tenants`                      the tenants the gateway knows of (backups copy them)
 
 use super::{error_response, AppState};
 use crate::chroma::GatewayError;
@@ -26,7 +29,9 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/dead-letters", get(list_dead_letters))
         .route("/dead-letters/{id}/retry", post(retry_dead_letter))
         .route("/dead-letters/{id}/skip", post(skip_dead_letter))
+        .route("/servers/{name}/rebuild", post(rebuild_server))
         .route("/servers/{name}/{action}", post(server_action))
+        .route("/tenants", get(list_tenants))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -133,6 +138,47 @@ async fn skip_dead_letter(State(app): State<Arc<AppState>>, Path(id): Path<u64>)
     }
 }
 
+/// The tenants of every collection in the id map, and Chroma's default
+/// tenant (Chroma has no endpoint that lists tenants).
+async fn list_tenants(State(app): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({ "tenants": app.rep.idmap().tenants() })).into_response()
+}
+
+/// The query of `POST /admin/servers/{name}/rebuild`.
+#[derive(Debug, serde::Deserialize)]
+struct RebuildQuery {
+    from: Option<String>,
+    #[serde(default)]
+    replace: bool,
+    page_size: Option<usize>,
+    expected_records_per_second: Option<f64>,
+}
+
+async fn rebuild_server(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<RebuildQuery>,
+) -> Response {
+    let Some(source) = query.from else {
+        return error_response(&GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentError",
+            "name the server to copy from: ?from=SOURCE",
+        ));
+    };
+    let request = crate::rebuild::RebuildRequest {
+        server: name,
+        source,
+        replace: query.replace,
+        page_size: query.page_size.unwrap_or(1000).clamp(1, 100_000),
+        expected_records_per_second: query.expected_records_per_second.unwrap_or(1000.0),
+    };
+    match crate::rebuild::start(app.clone(), app.rebuilds.clone(), request).await {
+        Ok(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
 async fn server_action(
     State(app): State<Arc<AppState>>,
     Path((name, action)): Path<(String, String)>,
@@ -147,6 +193,16 @@ async fn server_action(
         return error_response(&GatewayError::not_found(format!("no server named {name}")));
     };
     let backend = &app.rep.backends().all()[index];
+    if action == "resume" && app.rep.is_rebuilding(index) {
+        return error_response(&GatewayError::new(
+            StatusCode::CONFLICT,
+            "RebuildRefused",
+            format!(
+                "{name} is being rebuilt (or its rebuild was interrupted): its applier resumes when \
+                 a rebuild finishes; run `chroma-ha rebuild {name} --from SOURCE`"
+            ),
+        ));
+    }
     let saved = match action.as_str() {
         "pause" => app.rep.set_paused(index, true).await,
         "resume" => app.rep.set_paused(index, false).await,
@@ -171,6 +227,7 @@ async fn server_action(
         "paused": app.rep.is_paused(index),
         "draining": backend.health().is_draining(),
         "history_incomplete": app.rep.is_incomplete(index),
+        "rebuilding": app.rep.is_rebuilding(index),
     }))
     .into_response()
 }

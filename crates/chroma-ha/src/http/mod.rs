@@ -32,6 +32,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The last minutes, sampled every second, for the status page.
     pub history: history::History,
+    /// The current or last rebuild of a server.
+    pub rebuilds: Arc<crate::rebuild::Rebuilds>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             warned_shapes: Default::default(),
             cluster,
             history: history::History::new(),
+            rebuilds: Arc::default(),
         });
         history::spawn_sampler(Arc::downgrade(&state));
         state

@@ -112,8 +112,25 @@ pub struct InstanceStatus {
     /// writes nothing will replay: no reads, no executions, until an
     /// operator marks it complete.
     pub history_incomplete: bool,
+    /// It is being rebuilt (or its rebuild was interrupted): no reads, no
+    /// executions until a rebuild finishes.
+    pub rebuilding: bool,
     /// The last error seen.
     pub last_error: Option<String>,
+    /// While its applier is paused with nothing under way and all it
+    /// applied durably recorded: the log position its content stands at
+    /// (what `backup` and `rebuild` copy from). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<PausedAt>,
+}
+
+/// Where a paused, quiescent server's content stands in the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct PausedAt {
+    /// Every log record up to here is applied (or skipped) on it.
+    pub lsn: u64,
+    /// Entries above `lsn` it has applied too.
+    pub applied_above: Vec<u64>,
 }
 
 /// The whole `/status` document.
@@ -145,6 +162,9 @@ pub struct Status {
     pub write_ahead_log: WalStatus,
     /// Every server, primary first.
     pub instances: Vec<InstanceStatus>,
+    /// The current or last rebuild since the gateway started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<crate::rebuild::RebuildView>,
     /// The gateways sharing the log, when it is in PostgreSQL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::view::ClusterStatus>,
@@ -193,7 +213,12 @@ pub fn collect(app: &AppState) -> Status {
             retries: progress.retries_total,
             dead_letters: rep.dead_letters().count_for(backend.name()),
             history_incomplete: rep.is_incomplete(index),
+            rebuilding: rep.is_rebuilding(index),
             last_error: progress.last_error.or(health.last_error),
+            paused_at: progress.paused_at.map(|p| PausedAt {
+                lsn: p.cursor,
+                applied_above: p.above.into_iter().collect(),
+            }),
         });
     }
     let not_ready_reason = not_ready_reason(app);
@@ -253,6 +278,7 @@ pub fn collect(app: &AppState) -> Status {
             undecided: rep.undecided(),
         },
         instances,
+        rebuild: app.rebuilds.view(),
         cluster: app.cluster.as_deref().map(crate::cluster::view::collect),
     }
 }

@@ -168,9 +168,15 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
     let mut reader = rep.wal.read_from(a.window.next_lsn());
     let mut ledger_changes = rep.ledger.subscribe();
     let mut paused = rep.paused[index].subscribe();
+    let mut stop = rep.applier_stops[index].subscribe();
     let mut tick = tokio::time::interval(COMMIT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Asked to stop (to start again at a new position): once nothing
+        // it started is under way.
+        if *stop.borrow_and_update() && a.running.is_empty() && !a.committing {
+            break;
+        }
         let is_paused = *paused.borrow_and_update();
         let healthy = backend.health().is_healthy();
         progress.set_state(if is_paused {
@@ -209,6 +215,9 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
         if a.window.full_waiting_for_commit() {
             a.commit();
         }
+        let quiescent =
+            is_paused && a.running.is_empty() && !a.committing && !a.window.has_undurable();
+        progress.set_paused_at(quiescent.then(|| a.window.state_to_commit()));
         tokio::select! {
             biased;
             Some((state, result)) = committed.recv() => a.committed(state, result).await,
@@ -247,6 +256,7 @@ pub(crate) async fn run(rep: Arc<Replicator>, index: usize, state: AppliedState)
             }
             _ = ledger_changes.changed() => {}
             _ = paused.changed() => {}
+            _ = stop.changed() => {}
             _ = tokio::time::sleep_until(a.next_dispatch.into()), if rate_limited => {}
         }
     }

@@ -277,6 +277,27 @@ impl IdMap {
         self.maps().by_logical.get(logical).cloned()
     }
 
+    /// The tenants of the collections known, with Chroma's default tenant,
+    /// sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut tenants: BTreeSet<String> = self
+            .maps()
+            .by_logical
+            .values()
+            .map(|c| c.tenant.clone())
+            .collect();
+        tenants.insert(crate::check::DEFAULT_TENANT.to_string());
+        tenants.into_iter().collect()
+    }
+
+    /// Links `logical` to `physical` on `server`, named `name` there (a
+    /// collection copied onto `server` by a rebuild). Persist afterwards.
+    pub fn link_copy(&self, server: usize, logical: &str, physical: &str, name: &str) {
+        self.maps()
+            .link(server, &self.servers, logical, physical, name);
+        self.changed();
+    }
+
     /// Number of logical collections.
     pub fn len(&self) -> usize {
         self.maps().by_logical.len()

@@ -33,6 +33,7 @@ pub mod merge;
 pub mod migrate;
 pub mod progress;
 mod read;
+pub mod rebuild_ops;
 pub mod record;
 pub mod state_file;
 pub mod state_store;
@@ -157,6 +158,12 @@ pub struct Replicator {
     state: state_store::StateStore,
     /// Merged requests of catching-up servers.
     merge_metrics: merge::MergeMetrics,
+    /// Servers being rebuilt (see [`rebuild_ops`]).
+    rebuilding: Vec<std::sync::Mutex<Option<rebuild_ops::RebuildMark>>>,
+    /// Asks a server's applier to stop (to restart it at a new position).
+    applier_stops: Vec<watch::Sender<bool>>,
+    /// Each server's applier task.
+    appliers: Vec<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// The operator state's document name in the [`state_store::StateStore`].
@@ -172,6 +179,9 @@ struct OperatorState {
     /// an operator marks them complete.
     #[serde(default)]
     incomplete: Vec<String>,
+    /// Servers being rebuilt, and from which server.
+    #[serde(default)]
+    rebuilding: BTreeMap<String, rebuild_ops::RebuildMark>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -448,6 +458,15 @@ impl Replicator {
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             paused: cursors.iter().map(|_| watch::channel(false).0).collect(),
+            rebuilding: cursors
+                .iter()
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
+            applier_stops: cursors.iter().map(|_| watch::channel(false).0).collect(),
+            appliers: cursors
+                .iter()
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
             wal: log,
             backends,
             ledger: Ledger::new(boot_lsn, refused),
@@ -496,12 +515,51 @@ impl Replicator {
                 replicator.incomplete[index].store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        if !joined_late.is_empty() {
+        let mut interrupted = false;
+        for (name, mark) in &operator.rebuilding {
+            let Some(index) = replicator
+                .backends
+                .all()
+                .iter()
+                .position(|b| b.name() == name)
+            else {
+                continue;
+            };
+            tracing::warn!(
+                server = %name,
+                source = %mark.source,
+                "a rebuild of this server was interrupted: it serves no reads and executes no \
+                 writes until `chroma-ha rebuild {name} --from {}` is run again",
+                mark.source
+            );
+            let mut mark = mark.clone();
+            if mark.source_paused {
+                // The rebuild that paused its source is gone: let the
+                // source replay again.
+                if let Some(source) = replicator
+                    .backends
+                    .all()
+                    .iter()
+                    .position(|b| b.name() == mark.source)
+                {
+                    replicator.paused[source].send_replace(false);
+                }
+                mark.source_paused = false;
+                interrupted = true;
+            }
+            *replicator.rebuilding[index]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(mark);
+        }
+        if !joined_late.is_empty() || interrupted {
             replicator.save_operator_state().await?;
         }
         replicator.restore_dead_letter_holds();
         for (index, start) in starts.into_iter().enumerate() {
-            tokio::spawn(applier::run(replicator.clone(), index, start));
+            let handle = tokio::spawn(applier::run(replicator.clone(), index, start));
+            *replicator.appliers[index]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(handle);
         }
         tokio::spawn(maintain(replicator.clone()));
         if let ReplicationLog::Postgres(log) = &replicator.wal {
@@ -637,6 +695,9 @@ impl Replicator {
             incomplete: (0..all.len())
                 .filter(|i| self.is_incomplete(*i))
                 .map(|i| all[i].name().to_string())
+                .collect(),
+            rebuilding: (0..all.len())
+                .filter_map(|i| Some((all[i].name().to_string(), self.rebuild_mark(i)?)))
                 .collect(),
         };
         self.state.store(OPERATOR_KEY, state).await

@@ -70,6 +70,11 @@ pub struct ProgressSnapshot {
     pub retries_total: u64,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// While the applier is paused with nothing under way and everything
+    /// it applied durably recorded: that applied state. The server's
+    /// content is then exactly the log's effects up to it (what backups and
+    /// rebuilds copy); `None` otherwise.
+    pub paused_at: Option<super::applied::AppliedState>,
 }
 
 #[derive(Debug)]
@@ -105,6 +110,7 @@ impl Progress {
                     replayed_total: 0,
                     retries_total: 0,
                     last_error: None,
+                    paused_at: None,
                 },
                 held: BTreeMap::new(),
                 dead: BTreeMap::new(),
@@ -190,6 +196,25 @@ impl Progress {
         let mut inner = self.lock();
         inner.snapshot.retries_total += 1;
         inner.snapshot.last_error = Some(error);
+    }
+
+    /// Sets (or clears) the state a paused, quiescent applier stands at.
+    pub fn set_paused_at(&self, state: Option<super::applied::AppliedState>) {
+        let mut inner = self.lock();
+        if inner.snapshot.paused_at != state {
+            inner.snapshot.paused_at = state;
+        }
+    }
+
+    /// Starts over after `cursor` (a new applier at a new position): the
+    /// positions are set to it and no entry is held.
+    pub fn reset(&self, cursor: u64) {
+        let mut inner = self.lock();
+        inner.snapshot.applied_upto = cursor;
+        inner.snapshot.fetched_upto = cursor;
+        inner.snapshot.paused_at = None;
+        inner.held.clear();
+        inner.dead.clear();
     }
 
     /// Sets what the applier is doing.

@@ -18,7 +18,7 @@ impl Replicator {
     /// every write acknowledged before `barrier`.
     pub(super) fn may_read(&self, index: usize, scope: Option<&Scope>, barrier: u64) -> bool {
         let backend = &self.backends.all()[index];
-        if !backend.health().is_healthy() || self.is_incomplete(index) {
+        if !backend.health().is_healthy() || self.is_unusable(index) {
             return false;
         }
         match self.settings.consistency {
@@ -102,7 +102,7 @@ impl Replicator {
                 let first_healthy = (0..n).find(|i| {
                     !failed.contains(i)
                         && self.backends.all()[*i].health().is_healthy()
-                        && !self.is_incomplete(*i)
+                        && !self.is_unusable(*i)
                 });
                 match (eligible.first().copied(), first_healthy) {
                     (Some(e), Some(f)) if e != f && Instant::now() < prefer_until => None,

@@ -26,7 +26,7 @@ impl Replicator {
                 Some(*i) != exclude
                     && b.health().is_healthy()
                     && !self.is_paused(*i)
-                    && !self.is_incomplete(*i)
+                    && !self.is_unusable(*i)
                     && !self.progress[*i].is_blocked_on_dead_letters()
             })
             .map(|(i, _)| i)
