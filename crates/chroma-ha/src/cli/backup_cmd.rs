@@ -86,6 +86,25 @@ pub struct RestoreArgs {
     pub tls: super::TlsArgs,
 }
 
+/// Prints a command's summary (JSON, or its message) and gives its exit
+/// status: 0 done, 1 failed.
+fn report(command: &str, json: bool, result: Result<Value, String>) -> ExitCode {
+    match result {
+        Ok(summary) => {
+            if json {
+                println!("{summary:#}");
+            } else {
+                println!("{}", summary["message"].as_str().unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chroma-ha {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -118,21 +137,11 @@ pub fn run_backup(args: BackupArgs) -> ExitCode {
         eprintln!("chroma-ha backup: --page-size must be at least 1");
         return ExitCode::from(2);
     }
-    let result = runtime().and_then(|rt| rt.block_on(backup(&args)));
-    match result {
-        Ok(summary) => {
-            if args.json {
-                println!("{summary:#}");
-            } else {
-                println!("{}", summary["message"].as_str().unwrap_or_default());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("chroma-ha backup: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report(
+        "backup",
+        args.json,
+        runtime().and_then(|rt| rt.block_on(backup(&args))),
+    )
 }
 
 /// The server a backup reads, held still at a log position.
@@ -385,20 +394,11 @@ pub fn run_restore(args: RestoreArgs) -> ExitCode {
         eprintln!("chroma-ha restore: --page-size must be at least 1");
         return ExitCode::from(2);
     }
-    match runtime().and_then(|rt| rt.block_on(restore(&args))) {
-        Ok(summary) => {
-            if args.json {
-                println!("{summary:#}");
-            } else {
-                println!("{}", summary["message"].as_str().unwrap_or_default());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("chroma-ha restore: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report(
+        "restore",
+        args.json,
+        runtime().and_then(|rt| rt.block_on(restore(&args))),
+    )
 }
 
 async fn restore(args: &RestoreArgs) -> Result<Value, String> {

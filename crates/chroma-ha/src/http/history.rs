@@ -393,17 +393,10 @@ pub struct HistoryView {
 /// Reads what one sample needs from the running gateway.
 fn read(app: &AppState) -> Reading {
     let status = super::status::collect(app);
-    let letters = app.rep.dead_letters();
-    let newest = app.history.newest_letter();
-    let new_letters = if letters.is_empty() {
-        Vec::new()
-    } else {
-        letters
-            .list()
-            .into_iter()
-            .filter(|l| newest.is_none_or(|n| l.id > n))
-            .collect()
-    };
+    let new_letters = app
+        .rep
+        .dead_letters()
+        .newer_than(app.history.newest_letter());
     Reading {
         at: crate::replication::progress::now_ms() as f64 / 1000.0,
         writes_total: app.metrics.answered(crate::chroma::Class::Write),

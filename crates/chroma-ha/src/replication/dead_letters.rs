@@ -202,6 +202,17 @@ impl DeadLetters {
             .collect()
     }
 
+    /// The dead letters whose id is above `id` (all of them for `None`),
+    /// oldest first, without copying the others.
+    pub fn newer_than(&self, id: Option<u64>) -> Vec<DeadLetter> {
+        let from = id.map_or(0, |id| id.saturating_add(1));
+        self.index()
+            .letters
+            .range(from..)
+            .map(|(_, d)| d.letter.clone())
+            .collect()
+    }
+
     /// Every dead letter with its record bytes (`None` if its record file
     /// cannot be read), oldest first.
     pub async fn list_with_records(&self) -> Vec<(DeadLetter, Option<Bytes>)> {
