@@ -15,6 +15,14 @@
 //! with the merge metrics of the run. Afterwards the two servers are
 //! compared directly (they must be identical).
 //!
+//! Then catch-up under a steady load (merging on): the direct capacity of
+//! one Chroma server alone is measured with the same writers; the replica
+//! is stopped while writers offer half that rate through the gateway, and
+//! restarted while they go on. Printed: the capacity, the rate offered and
+//! accepted, the backlog, the replica's lag every second, and how long it
+//! took to be caught up (lag within a second of the load) while the load
+//! went on.
+//!
 //! - `CATCH_UP_SECONDS`: how long the writers run (default 20);
 //! - `CATCH_UP_WRITERS`: how many (default 4);
 //! - `CATCH_UP_DIM`: the embeddings' dimension (default 64).
@@ -84,6 +92,80 @@ fn metric_sum(gw: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Writers sending batch-1 adds of one record to `url`, as fast as they
+/// are answered, or paced to `rate` adds/s in all.
+struct Load {
+    accepted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: &str, writers: u64, dim: usize, rate: Option<f64>) -> Load {
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        // Each writer's interval between two sends when paced.
+        let interval = rate.map(|r| Duration::from_secs_f64(writers as f64 / r.max(0.1)));
+        let threads = (0..writers)
+            .map(|w| {
+                let (accepted, stop, url) = (accepted.clone(), stop.clone(), url.to_string());
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(interval) = interval {
+                            let due = started + interval.mul_f64(i as f64);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        let embedding: Vec<f64> = (0..dim)
+                            .map(|d| ((w * 7919 + i * 31 + d as u64) % 997) as f64 / 997.0)
+                            .collect();
+                        let body = json!({
+                            "ids": [format!("w{w}-{i}")],
+                            "embeddings": [embedding],
+                            "documents": [format!("document {w} {i}")],
+                        })
+                        .to_string();
+                        if let Ok(r) =
+                            http_request("POST", &url, Some(&body), Duration::from_secs(30))
+                        {
+                            if r.status == 201 || r.status == 200 {
+                                accepted.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            accepted,
+            stop,
+            started,
+            threads,
+        }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writers; what they got accepted and in how long.
+    fn stop(self) -> (u64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("writer thread");
+        }
+        (
+            self.accepted.load(Ordering::Relaxed),
+            self.started.elapsed().as_secs_f64(),
+        )
+    }
+}
+
 fn run(merging: bool, seconds: u64, writers: u64, dim: usize) -> Run {
     let setting = if merging { "true" } else { "false" };
     let mut c = Cluster::start(&[
@@ -101,42 +183,9 @@ fn run(merging: bool, seconds: u64, writers: u64, dim: usize) -> Run {
     wait_caught_up(&gw, Duration::from_secs(60));
 
     c.replica.kill();
-    let accepted = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let threads: Vec<_> = (0..writers)
-        .map(|w| {
-            let (accepted, stop, url) = (accepted.clone(), stop.clone(), add_url.clone());
-            std::thread::spawn(move || {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let embedding: Vec<f64> = (0..dim)
-                        .map(|d| ((w * 7919 + i * 31 + d as u64) % 997) as f64 / 997.0)
-                        .collect();
-                    let body = json!({
-                        "ids": [format!("w{w}-{i}")],
-                        "embeddings": [embedding],
-                        "documents": [format!("document {w} {i}")],
-                    })
-                    .to_string();
-                    if let Ok(r) = http_request("POST", &url, Some(&body), Duration::from_secs(30))
-                    {
-                        if r.status == 201 || r.status == 200 {
-                            accepted.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&add_url, writers, dim, None);
     std::thread::sleep(Duration::from_secs(seconds));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("writer thread");
-    }
-    let write_seconds = started.elapsed().as_secs_f64();
-    let accepted = accepted.load(Ordering::Relaxed);
+    let (accepted, write_seconds) = load.stop();
 
     let restarted = Instant::now();
     c.replica.restart();
@@ -161,6 +210,127 @@ fn run(merging: bool, seconds: u64, writers: u64, dim: usize) -> Run {
         merged_requests,
         merged_entries,
         identical: report.identical(),
+    }
+}
+
+/// What the steady-load run measured.
+struct Steady {
+    direct_capacity: f64,
+    offered: f64,
+    accepted_rate: f64,
+    backlog: u64,
+    catch_up_seconds: Option<f64>,
+    lag_samples: Vec<(f64, u64)>,
+    identical: bool,
+}
+
+/// The replica's `lag_entries` in `/status`.
+fn replica_lag(gw: &str) -> Option<u64> {
+    let s: serde_json::Value = http_get(&format!("{gw}/status"), Duration::from_secs(10))
+        .ok()?
+        .json();
+    s["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == "replica")?["lag_entries"]
+        .as_u64()
+}
+
+/// Catch-up under a steady load of half the direct capacity: the capacity
+/// is measured on a fresh Chroma server alone (`writers` unpaced writers,
+/// batch-1 adds, for `seconds`); then, merging on, the replica is stopped
+/// while writers offer half that rate through the gateway, and restarted
+/// while they go on. Caught up: its lag at most a second of the load.
+fn steady(seconds: u64, writers: u64, dim: usize) -> Steady {
+    let direct_capacity = {
+        let alone = support::ChromaServer::start();
+        let colls = collections_url(&alone.url(), DATABASE);
+        let r = post_json(&colls, &json!({"name": "capacity"}));
+        assert_eq!(r.status, 200, "create: {}", r.text());
+        let id = r.json()["id"].as_str().expect("collection id").to_string();
+        let load = Load::start(&format!("{colls}/{id}/add"), writers, dim, None);
+        std::thread::sleep(Duration::from_secs(seconds));
+        let (accepted, secs) = load.stop();
+        accepted as f64 / secs
+    };
+    let offered = direct_capacity / 2.0;
+    let mut c = Cluster::start(&[
+        ("CHROMA_HA_MERGE_CATCH_UP", "true"),
+        ("CHROMA_HA_LOG_LEVEL", "warn"),
+        ("CHROMA_HA_REQUEST_TIMEOUT", "30"),
+    ]);
+    let gw = c.gw();
+    let colls = collections_url(&gw, DATABASE);
+    let r = post_json(&colls, &json!({"name": "steady"}));
+    assert_eq!(r.status, 200, "create: {}", r.text());
+    let id = r.json()["id"].as_str().expect("collection id").to_string();
+    wait_caught_up(&gw, Duration::from_secs(60));
+    c.replica.kill();
+    let load = Load::start(&format!("{colls}/{id}/add"), writers, dim, Some(offered));
+    std::thread::sleep(Duration::from_secs(seconds));
+    let backlog = load.accepted();
+    let restarted = Instant::now();
+    c.replica.restart();
+    let threshold = offered.ceil() as u64;
+    let mut lag_samples = Vec::new();
+    let mut catch_up_seconds = None;
+    let deadline = restarted + Duration::from_secs(seconds * 10);
+    while Instant::now() < deadline {
+        let lag = replica_lag(&gw).unwrap_or(u64::MAX);
+        let at = restarted.elapsed().as_secs_f64();
+        if lag_samples.last().is_none_or(|(t, _)| at - t >= 1.0) {
+            lag_samples.push((at, lag));
+        }
+        if lag <= threshold {
+            catch_up_seconds = Some(at);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (accepted, secs) = load.stop();
+    wait_caught_up(&gw, Duration::from_secs(1800));
+    let report = block_on(compare_servers(
+        &c.server_urls(),
+        &[(TENANT.to_string(), DATABASE.to_string())],
+        &CheckOptions::default(),
+    ))
+    .expect("compare the servers");
+    Steady {
+        direct_capacity,
+        offered,
+        accepted_rate: accepted as f64 / secs,
+        backlog,
+        catch_up_seconds,
+        lag_samples,
+        identical: report.identical(),
+    }
+}
+
+fn print_steady(s: &Steady) {
+    println!(
+        "steady load: direct capacity {:.1} adds/s (one Chroma server alone); offered {:.1} adds/s \
+         through the gateway, accepted {:.1} adds/s; backlog at the replica's restart {}",
+        s.direct_capacity, s.offered, s.accepted_rate, s.backlog
+    );
+    let lags: Vec<String> = s
+        .lag_samples
+        .iter()
+        .map(|(t, lag)| format!("{t:.0}s:{lag}"))
+        .collect();
+    println!("replica lag after its restart: {}", lags.join(" "));
+    match s.catch_up_seconds {
+        Some(t) => println!(
+            "STEADY-SUMMARY caught_up=yes seconds={t:.1} net_drain={:.1}/s backlog={} \
+             load={:.1}/s identical={}",
+            s.backlog as f64 / t.max(1e-3),
+            s.backlog,
+            s.accepted_rate,
+            s.identical
+        ),
+        None => println!(
+            "STEADY-SUMMARY caught_up=no backlog={} load={:.1}/s identical={}",
+            s.backlog, s.accepted_rate, s.identical
+        ),
     }
 }
 
@@ -228,8 +398,10 @@ fn main() {
             on.replay_rate() / off.replay_rate()
         );
     }
+    let steady = steady(seconds, writers, dim);
+    print_steady(&steady);
     assert!(
-        runs.iter().all(|r| r.identical),
+        runs.iter().all(|r| r.identical) && steady.identical,
         "the servers differ after a catch-up"
     );
 }

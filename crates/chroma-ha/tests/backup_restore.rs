@@ -9,129 +9,22 @@
 //! 2. A corrupted collection file is refused before anything is restored,
 //!    with an error naming the file; a snapshot without a manifest too.
 
+mod backup_kit;
 mod fault_kit;
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backup_kit::{create, fill, identical, run, TOKEN};
 use fault_kit::{
     collections_url, instance, lsn_of, post_json, status_now, wait_caught_up, Cluster,
 };
 use serde_json::{json, Value};
-use support::{chroma_ha_bin, ChromaServer};
-
-const TOKEN: &str = "backup-test-token";
-
-/// Creates a collection through the gateway; returns its id.
-fn create(gw: &str, db: &str, body: Value) -> String {
-    let r = post_json(&collections_url(gw, db), &body);
-    assert!(
-        r.status / 100 == 2,
-        "create {body}: {} {}",
-        r.status,
-        r.text()
-    );
-    r.json()["id"].as_str().expect("id").to_string()
-}
-
-/// Fills the cluster with varied content: two databases, collections with
-/// metadata and configuration, records with and without documents,
-/// metadatas and uris, more records than a page.
-fn fill(gw: &str) {
-    let r = post_json(
-        &format!("{gw}/api/v2/tenants/default_tenant/databases"),
-        &json!({"name": "second_db"}),
-    );
-    assert!(r.status / 100 == 2, "{} {}", r.status, r.text());
-    let big = create(
-        gw,
-        "default_database",
-        json!({"name": "big", "metadata": {"owner": "test", "n": 3, "f": 0.5},
-               "configuration": {"hnsw": {"space": "cosine", "ef_construction": 120}}}),
-    );
-    for batch in 0..6 {
-        let ids: Vec<String> = (0..100).map(|k| format!("b{batch}-{k}")).collect();
-        let embeddings: Vec<Vec<f32>> = (0..100)
-            .map(|k| {
-                (0..16)
-                    .map(|d| ((batch * 100 + k) as f32 * 0.37 + d as f32).sin())
-                    .collect()
-            })
-            .collect();
-        let documents: Vec<Value> = (0..100)
-            .map(|k| {
-                if k % 3 == 0 {
-                    Value::Null
-                } else {
-                    json!(format!("doc {batch} {k} ünïcode"))
-                }
-            })
-            .collect();
-        let metadatas: Vec<Value> = (0..100)
-            .map(|k| {
-                if k % 4 == 0 {
-                    Value::Null
-                } else {
-                    json!({"k": k, "batch": batch, "x": k as f64 / 7.0, "ok": k % 2 == 0})
-                }
-            })
-            .collect();
-        let uris: Vec<Value> = (0..100)
-            .map(|k| {
-                if k % 5 == 0 {
-                    json!(format!("s3://b/{k}"))
-                } else {
-                    Value::Null
-                }
-            })
-            .collect();
-        let r = post_json(
-            &format!("{}/{big}/add", collections_url(gw, "default_database")),
-            &json!({"ids": ids, "embeddings": embeddings, "documents": documents,
-                    "metadatas": metadatas, "uris": uris}),
-        );
-        assert!(r.status / 100 == 2, "{} {}", r.status, r.text());
-    }
-    let small = create(gw, "second_db", json!({"name": "small"}));
-    let r = post_json(
-        &format!("{}/{small}/add", collections_url(gw, "second_db")),
-        &json!({"ids": ["s1", "s2"], "embeddings": [[1.0, 2.0], [3.0, 4.5]]}),
-    );
-    assert!(r.status / 100 == 2, "{} {}", r.status, r.text());
-    create(
-        gw,
-        "second_db",
-        json!({"name": "empty-one", "metadata": {"empty": true}}),
-    );
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(chroma_ha_bin())
-        .args(args)
-        .env_remove("CHROMA_HA_URL")
-        .env_remove("CHROMA_HA_ADMIN_TOKEN")
-        .output()
-        .expect("run chroma-ha")
-}
-
-fn identical(a: &str, b: &str) -> chroma_ha::check::CheckReport {
-    support::block_on(async {
-        let urls = vec![a.to_string(), b.to_string()];
-        let opts = chroma_ha::check::CheckOptions::default();
-        let scopes =
-            chroma_ha::check::discover_scopes(&urls, &["default_tenant".to_string()], &opts)
-                .await
-                .expect("scopes");
-        chroma_ha::check::compare_servers(&urls, &scopes, &opts)
-            .await
-            .expect("check")
-    })
-}
+use support::ChromaServer;
 
 /// The record ids in a snapshot's collection file for collection `name`.
 fn snapshot_ids(dir: &Path, name: &str) -> Vec<String> {

@@ -6,7 +6,9 @@
 //!    rebuilt from the other replica;
 //! 2. a wiped primary is rebuilt from a replica;
 //! 3. a rebuild interrupted by SIGKILL of its source, of the server being
-//!    rebuilt and of the gateway is run again each time, and finishes.
+//!    rebuilt and of the gateway is run again each time, and finishes;
+//! 4. a rebuild the log cannot hold (it would fill before the copy ends) is
+//!    refused at once and changes nothing.
 //!
 //! Each time the server is marked rebuilding before it comes back empty,
 //! so no read reaches it; afterwards every server is checked directly:
@@ -17,12 +19,15 @@ mod fault_kit;
 mod support;
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fault_kit::checks::{finish, UnknownBound};
 use fault_kit::workload::{Workload, WorkloadSpec};
 use fault_kit::{
-    collections_url, gateway_env, instance, post_json, status, status_now, wait_until, Deployment,
+    admin_request, collections_url, gateway_env, instance, post_json, status, status_now,
+    wait_until, Cluster, Deployment,
 };
 use serde_json::{json, Value};
 use support::{chroma_ha_bin, ChromaServer, GatewayProcess};
@@ -321,4 +326,74 @@ fn a_rebuild_interrupted_by_sigkill_of_source_server_and_gateway_is_resumed() {
         },
         "",
     );
+}
+
+#[test]
+fn a_rebuild_the_log_cannot_hold_is_refused_at_once_and_changes_nothing() {
+    let _serial = fault_kit::serial();
+    // A 4 MiB log, filled at about 1 MiB/s by big documents while the
+    // rebuild is asked for.
+    let cluster = Cluster::start(&[
+        ("CHROMA_HA_ADMIN_TOKEN", TOKEN),
+        ("CHROMA_HA_WAL_MAX_BYTES", "4194304"),
+        ("CHROMA_HA_WAL_SEGMENT_BYTES", "65536"),
+    ]);
+    let gw = cluster.gw();
+    let r = post_json(
+        &collections_url(&gw, "default_database"),
+        &json!({"name": "busy"}),
+    );
+    assert!(r.status / 100 == 2, "{}", r.text());
+    let add = format!(
+        "{}/{}/add",
+        collections_url(&gw, "default_database"),
+        r.json()["id"].as_str().expect("id")
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, add) = (stop.clone(), add.clone());
+        std::thread::spawn(move || {
+            let doc = "d".repeat(50_000);
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = post_json(
+                    &add,
+                    &json!({"ids": [format!("big-{k}")], "embeddings": [[k as f32, 1.0]],
+                            "documents": [doc]}),
+                );
+                assert!(r.status / 100 == 2, "{} {}", r.status, r.text());
+                k += 1;
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            k
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    // At 1 record/s the copy of what the primary holds takes longer than
+    // the log lasts.
+    let url =
+        format!("{gw}/admin/servers/replica/rebuild?from=primary&expected_records_per_second=1");
+    let r = admin_request("POST", &url, Some(TOKEN));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer");
+    assert_eq!(r.status, 507, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["error"], "InsufficientLogRoom", "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the log cannot hold what arrives during the copy")
+            && message.contains("MiB free")
+            && message.contains("wal.max_bytes"),
+        "{message}"
+    );
+    // Nothing changed: no rebuild ran, the replica serves and replays.
+    let s = status_now(&gw);
+    assert!(s["rebuild"].is_null(), "{s}");
+    assert_eq!(instance(&s, "replica")["rebuilding"], false, "{s}");
+    assert_eq!(instance(&s, "replica")["applier"], "running", "{s}");
+    assert_eq!(instance(&s, "primary")["applier"], "running", "{s}");
+    fault_kit::wait_caught_up(&gw, Duration::from_secs(60));
+    let count =
+        support::http_get(&add.replace("/add", "/count"), Duration::from_secs(10)).expect("count");
+    assert_eq!(count.json(), json!(written), "every write went through");
 }

@@ -181,6 +181,11 @@ impl Backends {
         self.all.get(1..).unwrap_or_default()
     }
 
+    /// The index (priority order) of the server with this name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.all.iter().position(|b| b.name() == name)
+    }
+
     /// The server with this name.
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
         self.all.iter().find(|b| b.name() == name)

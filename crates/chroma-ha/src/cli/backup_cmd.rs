@@ -1,4 +1,4 @@
-//! `chroma-ha backup --to DIR` and `chroma-ha restore --from DIR --to URL`.
+//! `chroma-ha backup --to DIR` (restoring it: [`super::restore_cmd`]).
 //!
 //! A backup through a gateway waits for the chosen server to catch up,
 //! pauses its applier, waits until it is quiescent (nothing under way,
@@ -14,8 +14,9 @@
 use super::gateway_client::{instance, segment, GatewayArgs, GatewayClient};
 use super::progress_line::ProgressLine;
 use crate::check::{AuthHeader, CheckOptions, ServerReader, DEFAULT_TENANT};
-use crate::copy::{self, snapshot, CopyProgress, ServerTarget};
+use crate::copy::{self, snapshot, CopyProgress};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,33 +63,9 @@ pub struct BackupArgs {
     pub tls: super::TlsArgs,
 }
 
-/// Arguments of `chroma-ha restore`.
-#[derive(Debug, clap::Args)]
-pub struct RestoreArgs {
-    /// The snapshot directory (written by `chroma-ha backup`).
-    #[arg(long, value_name = "DIR")]
-    pub from: PathBuf,
-    /// The Chroma server to load it into (not the gateway); it must hold
-    /// none of the snapshot's collections.
-    #[arg(long, value_name = "URL")]
-    pub to: String,
-    /// Records per add request.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub page_size: usize,
-    /// Header sent to the Chroma server, e.g. 'x-chroma-token: secret'.
-    #[arg(long, value_name = "'Name: value'")]
-    pub header: Option<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// TLS for https:// URLs.
-    #[command(flatten)]
-    pub tls: super::TlsArgs,
-}
-
 /// Prints a command's summary (JSON, or its message) and gives its exit
 /// status: 0 done, 1 failed.
-fn report(command: &str, json: bool, result: Result<Value, String>) -> ExitCode {
+pub(super) fn report(command: &str, json: bool, result: Result<Value, String>) -> ExitCode {
     match result {
         Ok(summary) => {
             if json {
@@ -105,7 +82,7 @@ fn report(command: &str, json: bool, result: Result<Value, String>) -> ExitCode 
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -150,6 +127,8 @@ struct Held {
     url: String,
     lsn: u64,
     above: Vec<u64>,
+    /// Its collections' logical ids, by their ids there, as it stands.
+    logical_ids: HashMap<String, String>,
     /// Resume its applier afterwards (it was not paused before).
     resume: bool,
 }
@@ -207,6 +186,31 @@ async fn hold(
             .and_then(|i| i.get("paused_at"))
             .filter(|p| !p.is_null())
         {
+            let links = match client
+                .admin_get(&format!("/admin/servers/{}/collections", segment(name)))
+                .await
+            {
+                Ok(links) => links,
+                Err(e) => {
+                    if !was_paused {
+                        let _ = client
+                            .admin_post(&format!("/admin/servers/{}/resume", segment(name)))
+                            .await;
+                    }
+                    return Err(format!("reading {name}'s collection ids: {e}"));
+                }
+            };
+            let logical_ids = links["collections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| {
+                    Some((
+                        l["physical"].as_str()?.to_string(),
+                        l["logical"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
             return Ok(Held {
                 name: name.to_string(),
                 url,
@@ -215,6 +219,7 @@ async fn hold(
                     .as_array()
                     .map(|a| a.iter().filter_map(Value::as_u64).collect())
                     .unwrap_or_default(),
+                logical_ids,
                 resume: !was_paused,
             });
         }
@@ -260,6 +265,7 @@ async fn backup(args: &BackupArgs) -> Result<Value, String> {
                 url: url.clone(),
                 lsn: 0,
                 above: Vec::new(),
+                logical_ids: HashMap::new(),
                 resume: false,
             },
             None,
@@ -340,6 +346,7 @@ async fn copy_to_snapshot(
     .await;
     line.stop().await;
     copied.map_err(|e| e.to_string())?;
+    writer.set_logical_ids(&held.logical_ids);
     let via_gateway = args.url.is_none();
     let manifest = writer
         .finish(
@@ -384,62 +391,6 @@ async fn copy_to_snapshot(
         "collections": totals.collections,
         "records": totals.records,
         "bytes": totals.bytes,
-        "seconds": secs,
-    }))
-}
-
-/// Runs `chroma-ha restore`.
-pub fn run_restore(args: RestoreArgs) -> ExitCode {
-    if args.page_size == 0 {
-        eprintln!("chroma-ha restore: --page-size must be at least 1");
-        return ExitCode::from(2);
-    }
-    report(
-        "restore",
-        args.json,
-        runtime().and_then(|rt| rt.block_on(restore(&args))),
-    )
-}
-
-async fn restore(args: &RestoreArgs) -> Result<Value, String> {
-    let snap = snapshot::Snapshot::open(&args.from)
-        .await
-        .map_err(|e| e.to_string())?;
-    snap.verify().await.map_err(|e| e.to_string())?;
-    let target = reader(&args.to, args.header.as_deref(), &args.tls)?;
-    let page_size = args
-        .page_size
-        .min(target.max_batch_size().await.map_err(|e| e.to_string())?);
-    let mut target = ServerTarget::new(target);
-    let progress = Arc::new(CopyProgress::default());
-    let started = Instant::now();
-    let line = ProgressLine::start("restore", progress.clone());
-    let restored = snap.restore(&mut target, page_size, &progress).await;
-    line.stop().await;
-    restored.map_err(|e| e.to_string())?;
-    let secs = started.elapsed().as_secs_f64().max(1e-6);
-    let m = &snap.manifest;
-    let join = match m.lsn {
-        Some(lsn) => format!(
-            "; it stands at LSN {lsn}: to join it to the gateway as a server, see \
-             docs/OPERATIONS.md \"Restoring a backup\" (the log must still hold what follows LSN {lsn})"
-        ),
-        None => String::new(),
-    };
-    let message = format!(
-        "restored {} collections, {} records into {} in {secs:.1}s ({:.0} records/s){join}",
-        m.totals.collections,
-        m.totals.records,
-        args.to,
-        m.totals.records as f64 / secs
-    );
-    Ok(json!({
-        "message": message,
-        "lsn": m.lsn,
-        "applied_above": m.applied_above,
-        "collections": m.totals.collections,
-        "records": m.totals.records,
-        "bytes": m.totals.bytes,
         "seconds": secs,
     }))
 }

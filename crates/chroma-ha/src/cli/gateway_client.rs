@@ -1,5 +1,5 @@
 //! A small async client of a running gateway for the commands that drive
-//! one (`backup`, `rebuild`): `/status` and the admin API with its token.
+//! one (`backup`, `restore --join`, `rebuild`): `/status` and the admin API with its token.
 
 use serde_json::Value;
 use std::time::Duration;
@@ -47,9 +47,19 @@ impl GatewayClient {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str) -> Result<Value, String> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
         if path.starts_with("/admin/") {
             if let Some(token) = &self.token {
                 req = req.bearer_auth(token);
@@ -86,17 +96,22 @@ impl GatewayClient {
 
     /// `GET /status`.
     pub async fn status(&self) -> Result<Value, String> {
-        self.call(reqwest::Method::GET, "/status").await
+        self.call(reqwest::Method::GET, "/status", None).await
     }
 
     /// `GET` an admin path (e.g. `/admin/tenants`).
     pub async fn admin_get(&self, path: &str) -> Result<Value, String> {
-        self.call(reqwest::Method::GET, path).await
+        self.call(reqwest::Method::GET, path, None).await
     }
 
     /// `POST` an admin path (e.g. `/admin/servers/NAME/pause`).
     pub async fn admin_post(&self, path: &str) -> Result<Value, String> {
-        self.call(reqwest::Method::POST, path).await
+        self.call(reqwest::Method::POST, path, None).await
+    }
+
+    /// `POST` a JSON body to an admin path.
+    pub async fn admin_post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
     }
 }
 

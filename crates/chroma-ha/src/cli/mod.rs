@@ -9,6 +9,7 @@ mod gateway_client;
 mod log_cmd;
 mod progress_line;
 mod rebuild_cmd;
+mod restore_cmd;
 mod status_cmd;
 mod wal_cmd;
 
@@ -45,8 +46,9 @@ pub enum Command {
     /// Write a snapshot of every server's content, consistent at one log
     /// position, into a directory (through a running gateway).
     Backup(backup_cmd::BackupArgs),
-    /// Load a snapshot written by `backup` into an empty Chroma server.
-    Restore(backup_cmd::RestoreArgs),
+    /// Load a snapshot written by `backup` into an empty Chroma server, and
+    /// with --join make it one of a running gateway's servers.
+    Restore(restore_cmd::RestoreArgs),
     /// Fill a server from another while the gateway serves (through a
     /// running gateway's admin API).
     Rebuild(rebuild_cmd::RebuildArgs),
@@ -116,7 +118,7 @@ pub fn main() -> ExitCode {
         Command::Log { command } => log_cmd::run(command),
         Command::Backup(args) => backup_cmd::run_backup(args),
         Command::Rebuild(args) => rebuild_cmd::run(args),
-        Command::Restore(args) => backup_cmd::run_restore(args),
+        Command::Restore(args) => restore_cmd::run_restore(args),
     }
 }
 

@@ -86,6 +86,11 @@ pub struct SnapshotCollection {
     /// The collection as read from the source.
     #[serde(flatten)]
     pub meta: CollectionMeta,
+    /// The id clients of the gateway know it by (absent for a snapshot
+    /// read outside a gateway): what a restored server joining the gateway
+    /// links its new id to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_id: Option<String>,
     /// Its file, relative to the snapshot directory.
     pub file: String,
     /// Records (lines) in the file.
@@ -229,12 +234,21 @@ impl SnapshotWriter {
             tenant: c.tenant.clone(),
             database: c.database.clone(),
             meta: c.meta.clone(),
+            logical_id: None,
             file: open.relative,
             records: open.records,
             bytes: open.bytes,
             sha256: hex(&open.hash.finalize()),
         });
         Ok(())
+    }
+
+    /// Notes the logical id of each collection written so far, by its id
+    /// on the source (`logical_ids`: source id → logical id).
+    pub fn set_logical_ids(&mut self, logical_ids: &std::collections::HashMap<String, String>) {
+        for c in &mut self.done {
+            c.logical_id = logical_ids.get(&c.meta.id).cloned();
+        }
     }
 
     /// Writes the manifest (atomically: a temporary file renamed, then the

@@ -9,6 +9,12 @@
 //! - `POST /admin/servers/{name}/drain|undrain` take a server out of (back into) service
 //! - `POST /admin/servers/{name}/rebuild?from=SOURCE[&replace=true][&page_size=N][&expected_records_per_second=R]`
 //!   fill a server from another while serving (202; progress in `/status`, `rebuild`)
+//! - `POST /admin/servers/{name}/join/prepare`  `{"lsn", "applied_above"}`: a restored backup
+//!   is about to join as this server (marked rebuilding, position set to the backup's; 409
+//!   `LogNoLongerHolds` at once if the log cannot continue from there)
+//! - `POST /admin/servers/{name}/join/finish`   `{"lsn", "applied_above", "collections"}`: its
+//!   restored collections' ids; it replays what follows the backup
+//! - `GET  /admin/servers/{name}/collections`   its collections: logical id, id there, name there
 //! - `GET  /admin/tenants`                      the tenants the gateway knows of (backups copy them)
 
 use super::{error_response, AppState};
@@ -30,6 +36,9 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/dead-letters/{id}/retry", post(retry_dead_letter))
         .route("/dead-letters/{id}/skip", post(skip_dead_letter))
         .route("/servers/{name}/rebuild", post(rebuild_server))
+        .route("/servers/{name}/join/prepare", post(join_prepare))
+        .route("/servers/{name}/join/finish", post(join_finish))
+        .route("/servers/{name}/collections", get(server_collections))
         .route("/servers/{name}/{action}", post(server_action))
         .route("/tenants", get(list_tenants))
         .route_layer(middleware::from_fn_with_state(state, require_token))
@@ -179,17 +188,69 @@ async fn rebuild_server(
     }
 }
 
+/// A JSON body, or the Chroma-style 400 that says why it is not one.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| {
+        GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentError",
+            format!("the body is not the JSON this endpoint takes: {e}"),
+        )
+    })
+}
+
+fn answer(result: Result<serde_json::Value, GatewayError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn join_prepare(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let position = match json_body(&body) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let rebuilds = app.rebuilds.clone();
+    answer(crate::rebuild::join::prepare(app, &rebuilds, &name, position).await)
+}
+
+async fn join_finish(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = match json_body(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let rebuilds = app.rebuilds.clone();
+    answer(crate::rebuild::join::finish(app, &rebuilds, &name, request).await)
+}
+
+async fn server_collections(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(index) = app.rep.backends().index_of(&name) else {
+        return error_response(&GatewayError::not_found(format!("no server named {name}")));
+    };
+    Json(serde_json::json!({
+        "server": name,
+        "collections": app.rep.idmap().links(index),
+    }))
+    .into_response()
+}
+
 async fn server_action(
     State(app): State<Arc<AppState>>,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    let Some(index) = app
-        .rep
-        .backends()
-        .all()
-        .iter()
-        .position(|b| b.name() == name)
-    else {
+    let Some(index) = app.rep.backends().index_of(&name) else {
         return error_response(&GatewayError::not_found(format!("no server named {name}")));
     };
     let backend = &app.rep.backends().all()[index];

@@ -7,6 +7,7 @@ use crate::chroma::GatewayError;
 use crate::copy::{self, CopyProgress, ServerTarget};
 use crate::http::AppState;
 use crate::replication::applied::AppliedState;
+use crate::replication::idmap::ServerLink;
 use crate::replication::rebuild_ops::RebuildMark;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,16 +27,14 @@ pub struct RebuildRequest {
     pub expected_records_per_second: f64,
 }
 
-fn index_of(app: &AppState, name: &str) -> Result<usize, GatewayError> {
+pub(super) fn index_of(app: &AppState, name: &str) -> Result<usize, GatewayError> {
     app.rep
         .backends()
-        .all()
-        .iter()
-        .position(|b| b.name() == name)
+        .index_of(name)
         .ok_or_else(|| GatewayError::not_found(format!("no server named {name}")))
 }
 
-fn conflict(message: String) -> GatewayError {
+pub(super) fn conflict(message: String) -> GatewayError {
     GatewayError::new(http::StatusCode::CONFLICT, "RebuildRefused", message)
 }
 
@@ -310,32 +309,27 @@ impl Job {
             ));
         }
 
-        // 5. Link ids, set the position, clear the mark, resume.
+        // 5. Set the position, link ids, clear the mark, resume.
         self.phase(Phase::Linking);
         let idmap = rep.idmap();
-        idmap.forget_server(self.server);
-        for c in &target.created {
-            let logical = idmap.logical(&c.source_id, self.source).or_else(|| {
-                idmap.adopt(self.source, &c.tenant, &c.database, &c.name, &c.source_id)
-            });
-            if let Some(logical) = logical {
-                idmap.link_copy(self.server, &logical, &c.target_id, &c.name);
-            }
-        }
-        idmap
-            .persist()
-            .await
-            .map_err(|e| format!("saving the id map: {e}"))?;
+        let links: Vec<ServerLink> = target
+            .created
+            .iter()
+            .filter_map(|c| {
+                let logical = idmap.logical(&c.source_id, self.source).or_else(|| {
+                    idmap.adopt(self.source, &c.tenant, &c.database, &c.name, &c.source_id)
+                })?;
+                Some(ServerLink {
+                    logical,
+                    physical: c.target_id.clone(),
+                    tenant: c.tenant.clone(),
+                    database: c.database.clone(),
+                    name: c.name.clone(),
+                })
+            })
+            .collect();
         rep.restart_applier_at(self.server, at.clone()).await?;
-        rep.set_incomplete(self.server, false)
-            .await
-            .map_err(|e| e.to_string())?;
-        rep.set_rebuilding(self.server, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        rep.set_paused(self.server, false)
-            .await
-            .map_err(|e| e.to_string())?;
+        rep.take_copied_content(self.server, &links).await?;
         tracing::warn!(
             server = %names.0,
             source = %names.1,

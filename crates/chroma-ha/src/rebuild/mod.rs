@@ -16,8 +16,11 @@
 //! Only one rebuild runs at a time. Its progress is in `/status`
 //! (`rebuild`). An interruption (either server dying, the gateway dying)
 //! leaves SERVER marked: running `rebuild` again starts it over.
+//!
+//! A restored backup joins through the same last step ([`join`]).
 
 mod job;
+pub mod join;
 mod room;
 
 pub use job::{start, RebuildRequest};
@@ -99,6 +102,14 @@ struct Current {
     progress: Arc<CopyProgress>,
 }
 
+/// The server of `current` if it still runs.
+fn running(current: &Option<Current>) -> Option<String> {
+    current
+        .as_ref()
+        .filter(|c| !matches!(c.phase, Phase::Done | Phase::Failed))
+        .map(|c| c.server.clone())
+}
+
 /// The gateway's rebuild slot: at most one rebuild at a time.
 #[derive(Debug, Default)]
 pub struct Rebuilds {
@@ -134,14 +145,17 @@ impl Rebuilds {
         })
     }
 
+    /// The server a rebuild runs for now, if one runs.
+    pub fn running(&self) -> Option<String> {
+        running(&self.lock())
+    }
+
     /// Takes the slot for a rebuild of `server` from `source`; `Err` with
     /// the running one's server if one runs.
     fn begin(&self, server: &str, source: &str) -> Result<Arc<CopyProgress>, String> {
         let mut guard = self.lock();
-        if let Some(c) = guard.as_ref() {
-            if !matches!(c.phase, Phase::Done | Phase::Failed) {
-                return Err(c.server.clone());
-            }
+        if let Some(server) = running(&guard) {
+            return Err(server);
         }
         let progress = Arc::new(CopyProgress::default());
         *guard = Some(Current {

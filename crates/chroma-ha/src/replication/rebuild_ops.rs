@@ -5,6 +5,7 @@
 //! copied content stands at).
 
 use super::applied::AppliedState;
+use super::idmap::ServerLink;
 use super::state_file::StateFileError;
 use super::Replicator;
 use serde::{Deserialize, Serialize};
@@ -84,17 +85,18 @@ impl Replicator {
             }
         }
         self.applier_stops[index].send_replace(false);
-        let recorded = self
-            .applied
-            .record(&name, state.clone())
-            .await
-            .unwrap_or_else(|_| Err("the applied-state committer stopped".into()));
         let result = async {
-            recorded.map_err(|e| format!("recording {name}'s new position: {e}"))?;
+            // The cursor first: from then on the log keeps everything after
+            // the position (or refuses, if it no longer holds it).
             self.wal
                 .commit_cursor(&name, state.cursor)
                 .await
                 .map_err(|e| format!("moving {name}'s log cursor to {}: {e}", state.cursor))?;
+            self.applied
+                .record(&name, state.clone())
+                .await
+                .unwrap_or_else(|_| Err("the applied-state committer stopped".into()))
+                .map_err(|e| format!("recording {name}'s new position: {e}"))?;
             for letter in self.dead_letters.list() {
                 if letter.server == name {
                     self.skip_dead_letter(letter.id)
@@ -115,5 +117,35 @@ impl Replicator {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(handle);
         result
+    }
+
+    /// The last step of filling server `index` with copied content (a
+    /// rebuild, or a restored backup joining): its collection ids become
+    /// `links` (made durable), it is no longer incomplete nor marked
+    /// rebuilding, and its applier resumes. Call it once its applier stands
+    /// at the position the content holds ([`Replicator::restart_applier_at`]).
+    pub async fn take_copied_content(
+        &self,
+        index: usize,
+        links: &[ServerLink],
+    ) -> Result<(), String> {
+        let idmap = self.idmap();
+        idmap.forget_server(index);
+        for link in links {
+            idmap.link_copy(index, link);
+        }
+        idmap
+            .persist()
+            .await
+            .map_err(|e| format!("saving the id map: {e}"))?;
+        self.set_incomplete(index, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.set_rebuilding(index, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.set_paused(index, false)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
