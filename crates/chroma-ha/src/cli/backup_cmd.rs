@@ -271,27 +271,14 @@ async fn backup(args: &BackupArgs) -> Result<Value, String> {
             None,
         ),
         None => {
-            let tls = args.tls.client_tls().map_err(|e| e.to_string())?;
-            let client = GatewayClient::new(
-                &args.gateway.gateway,
-                args.gateway.admin_token.clone(),
-                &tls,
-            )?;
+            let client = args.gateway.client(&args.tls)?;
             let status = client.status().await?;
             let name = match &args.server {
                 Some(name) => name.clone(),
                 None => default_server(&status)
                     .ok_or("no healthy server to copy (see chroma-ha status)")?,
             };
-            let known = client.admin_get("/admin/tenants").await?;
-            tenants.extend(
-                known["tenants"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string),
-            );
+            tenants.extend(client.tenants().await?);
             let held = hold(&client, &name, args.max_lag, Duration::from_secs(args.wait)).await?;
             (held, Some(client))
         }

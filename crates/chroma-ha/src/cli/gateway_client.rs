@@ -28,6 +28,14 @@ pub struct GatewayArgs {
     pub admin_token: Option<String>,
 }
 
+impl GatewayArgs {
+    /// A client of the gateway these arguments name, with `tls`.
+    pub fn client(&self, tls: &super::TlsArgs) -> Result<GatewayClient, String> {
+        let tls = tls.client_tls().map_err(|e| e.to_string())?;
+        GatewayClient::new(&self.gateway, self.admin_token.clone(), &tls)
+    }
+}
+
 impl GatewayClient {
     /// A client of the gateway at `base`, sending `token` to `/admin/…`.
     pub fn new(
@@ -107,6 +115,18 @@ impl GatewayClient {
     /// `POST` an admin path (e.g. `/admin/servers/NAME/pause`).
     pub async fn admin_post(&self, path: &str) -> Result<Value, String> {
         self.call(reqwest::Method::POST, path, None).await
+    }
+
+    /// The tenants the gateway knows of (`GET /admin/tenants`).
+    pub async fn tenants(&self) -> Result<Vec<String>, String> {
+        let known = self.admin_get("/admin/tenants").await?;
+        Ok(known["tenants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect())
     }
 
     /// `POST` a JSON body to an admin path.

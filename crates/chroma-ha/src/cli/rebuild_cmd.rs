@@ -5,7 +5,7 @@
 //! Exit codes: 0 done and the servers identical, 1 refused or failed (the
 //! server stays marked rebuilding; run it again), 2 bad usage.
 
-use super::gateway_client::{segment, GatewayArgs, GatewayClient};
+use super::gateway_client::{segment, GatewayArgs};
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -100,12 +100,7 @@ fn render(view: &Value) -> String {
 }
 
 async fn rebuild(args: &RebuildArgs) -> Result<(Value, String), String> {
-    let tls = args.tls.client_tls().map_err(|e| e.to_string())?;
-    let client = GatewayClient::new(
-        &args.gateway.gateway,
-        args.gateway.admin_token.clone(),
-        &tls,
-    )?;
+    let client = args.gateway.client(&args.tls)?;
     let path = format!(
         "/admin/servers/{}/rebuild?from={}&replace={}&page_size={}&expected_records_per_second={}",
         segment(&args.server),

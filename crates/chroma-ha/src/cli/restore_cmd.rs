@@ -118,12 +118,7 @@ impl Join {
             };
             logical_ids.insert(c.meta.id.clone(), logical.clone());
         }
-        let tls = args.tls.client_tls().map_err(|e| e.to_string())?;
-        let client = GatewayClient::new(
-            &args.gateway.gateway,
-            args.gateway.admin_token.clone(),
-            &tls,
-        )?;
+        let client = args.gateway.client(&args.tls)?;
         let status = client.status().await?;
         let inst = instance(&status, server)
             .ok_or_else(|| format!("the gateway has no server named {server}"))?;
@@ -209,15 +204,7 @@ async fn restore(args: &RestoreArgs) -> Result<Value, String> {
     let mut target = ServerTarget::new(target);
     if let Some(join) = &join {
         let mut tenants = m.tenants.clone();
-        let known = join.client.admin_get("/admin/tenants").await?;
-        tenants.extend(
-            known["tenants"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string),
-        );
+        tenants.extend(join.client.tenants().await?);
         tenants.push(DEFAULT_TENANT.to_string());
         tenants.sort();
         tenants.dedup();

@@ -228,8 +228,7 @@ async fn join_finish(
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    let rebuilds = app.rebuilds.clone();
-    answer(crate::rebuild::join::finish(app, &rebuilds, &name, request).await)
+    answer(crate::rebuild::join::finish(app, &name, request).await)
 }
 
 async fn server_collections(

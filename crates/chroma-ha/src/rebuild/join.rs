@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use wal::Log as _;
 
 /// The source shown in a joining server's rebuild mark.
-pub const RESTORE_SOURCE: &str = "backup";
+/// (Not a valid server name: server names are log cursor names.)
+pub const RESTORE_SOURCE: &str = "(backup)";
 
 /// Where a backup stands in the log: every record up to `lsn`, and the
 /// entries of `applied_above`.
@@ -112,12 +113,13 @@ fn check_log_holds(app: &AppState, server: &str, at: &JoinPosition) -> Result<()
     Ok(())
 }
 
-fn refuse_while_rebuilding(rebuilds: &Rebuilds) -> Result<(), GatewayError> {
+/// Refuses while a rebuild of `server`, or from it, runs.
+fn refuse_while_rebuilding(rebuilds: &Rebuilds, server: &str) -> Result<(), GatewayError> {
     match rebuilds.running() {
-        Some(running) => Err(conflict(format!(
-            "a rebuild of {running} is running: join when it is over"
+        Some((target, source)) if target == server || source == server => Err(conflict(format!(
+            "a rebuild of {target} from {source} is running: join {server} when it is over"
         ))),
-        None => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -130,7 +132,7 @@ pub async fn prepare(
     at: JoinPosition,
 ) -> Result<serde_json::Value, GatewayError> {
     let index = index_of(&app, server)?;
-    refuse_while_rebuilding(rebuilds)?;
+    refuse_while_rebuilding(rebuilds, server)?;
     check_log_holds(&app, server, &at)?;
     let rep = &app.rep;
     let mark = RebuildMark {
@@ -166,12 +168,11 @@ pub async fn prepare(
 /// follows the backup.
 pub async fn finish(
     app: Arc<AppState>,
-    rebuilds: &Rebuilds,
     server: &str,
     request: JoinFinish,
 ) -> Result<serde_json::Value, GatewayError> {
     let index = index_of(&app, server)?;
-    refuse_while_rebuilding(rebuilds)?;
+    // A rebuild of it since the prepare would have marked it as its own.
     let rep = &app.rep;
     let marked_for_restore = rep
         .rebuild_mark(index)

@@ -102,12 +102,10 @@ struct Current {
     progress: Arc<CopyProgress>,
 }
 
-/// The server of `current` if it still runs.
-fn running(current: &Option<Current>) -> Option<String> {
-    current
-        .as_ref()
-        .filter(|c| !matches!(c.phase, Phase::Done | Phase::Failed))
-        .map(|c| c.server.clone())
+impl Current {
+    fn is_running(&self) -> bool {
+        !matches!(self.phase, Phase::Done | Phase::Failed)
+    }
 }
 
 /// The gateway's rebuild slot: at most one rebuild at a time.
@@ -145,17 +143,20 @@ impl Rebuilds {
         })
     }
 
-    /// The server a rebuild runs for now, if one runs.
-    pub fn running(&self) -> Option<String> {
-        running(&self.lock())
+    /// The server a rebuild runs for now and its source, if one runs.
+    pub fn running(&self) -> Option<(String, String)> {
+        self.lock()
+            .as_ref()
+            .filter(|c| c.is_running())
+            .map(|c| (c.server.clone(), c.source.clone()))
     }
 
     /// Takes the slot for a rebuild of `server` from `source`; `Err` with
     /// the running one's server if one runs.
     fn begin(&self, server: &str, source: &str) -> Result<Arc<CopyProgress>, String> {
         let mut guard = self.lock();
-        if let Some(server) = running(&guard) {
-            return Err(server);
+        if let Some(c) = guard.as_ref().filter(|c| c.is_running()) {
+            return Err(c.server.clone());
         }
         let progress = Arc::new(CopyProgress::default());
         *guard = Some(Current {
@@ -177,7 +178,7 @@ impl Rebuilds {
     fn update(&self, f: impl FnOnce(&mut Current)) {
         if let Some(c) = self.lock().as_mut() {
             f(c);
-            if matches!(c.phase, Phase::Done | Phase::Failed) && c.finished.is_none() {
+            if !c.is_running() && c.finished.is_none() {
                 c.finished = Some(std::time::Instant::now());
             }
         }
