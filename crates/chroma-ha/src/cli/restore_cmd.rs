@@ -91,8 +91,8 @@ struct Join {
 }
 
 impl Join {
-    /// Checks that the snapshot can join (an LSN, logical ids) and finds
-    /// the server's URL; changes nothing yet.
+    /// Checks that the snapshot can join (it has an LSN) and finds the
+    /// server's URL; changes nothing yet.
     async fn plan(
         args: &RestoreArgs,
         manifest: &snapshot::Manifest,
@@ -106,18 +106,13 @@ impl Join {
                     .into(),
             );
         };
-        let mut logical_ids = HashMap::new();
-        for c in &manifest.collections {
-            let Some(logical) = &c.logical_id else {
-                return Err(format!(
-                    "the snapshot does not record the logical id of collection {}/{}/{} (written \
-                     by an older chroma-ha): it cannot join a gateway; fill the server with \
-                     `chroma-ha rebuild` instead",
-                    c.tenant, c.database, c.meta.name
-                ));
-            };
-            logical_ids.insert(c.meta.id.clone(), logical.clone());
-        }
+        // Each collection's logical id; one without (made outside the
+        // gateway) is adopted by name on the server.
+        let logical_ids = manifest
+            .collections
+            .iter()
+            .filter_map(|c| Some((c.meta.id.clone(), c.logical_id.clone()?)))
+            .collect();
         let client = args.gateway.client(&args.tls)?;
         let status = client.status().await?;
         let inst = instance(&status, server)
@@ -153,12 +148,8 @@ impl Join {
     async fn finish(&self, target: &ServerTarget) -> Result<Value, String> {
         let mut collections = Vec::new();
         for c in &target.created {
-            let logical = self
-                .logical_ids
-                .get(&c.source_id)
-                .ok_or_else(|| format!("restored collection {} has no logical id", c.source_id))?;
             collections.push(json!({
-                "logical": logical,
+                "logical": self.logical_ids.get(&c.source_id),
                 "physical": c.target_id,
                 "tenant": c.tenant,
                 "database": c.database,

@@ -320,7 +320,7 @@ impl Job {
                     idmap.adopt(self.source, &c.tenant, &c.database, &c.name, &c.source_id)
                 })?;
                 Some(ServerLink {
-                    logical,
+                    logical: Some(logical),
                     physical: c.target_id.clone(),
                     tenant: c.tenant.clone(),
                     database: c.database.clone(),

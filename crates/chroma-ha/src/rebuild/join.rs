@@ -60,7 +60,8 @@ pub struct JoinFinish {
     #[serde(flatten)]
     pub position: JoinPosition,
     /// Every collection restored onto the server: its logical id (from the
-    /// backup) and its new id there.
+    /// backup; `null` for one made outside the gateway, adopted by name)
+    /// and its new id there.
     pub collections: Vec<ServerLink>,
 }
 

@@ -64,8 +64,9 @@ impl CollectionEntry {
 /// restored server's join).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerLink {
-    /// The id clients see.
-    pub logical: String,
+    /// The id clients see; `None` where it is not known (a collection
+    /// made on the server outside the gateway and never listed through it).
+    pub logical: Option<String>,
     /// Its id on the server.
     pub physical: String,
     /// Tenant name.
@@ -311,14 +312,25 @@ impl IdMap {
     /// from a backup) to its logical id. A logical id the map no longer
     /// knows (every server has deleted it since the copy's position) is
     /// known again, on `server` only: the server has yet to replay that
-    /// delete. Persist afterwards.
+    /// delete. One without a logical id is adopted by name there. Persist
+    /// afterwards.
     pub fn link_copy(&self, server: usize, link: &ServerLink) {
+        let Some(logical) = &link.logical else {
+            self.adopt(
+                server,
+                &link.tenant,
+                &link.database,
+                &link.name,
+                &link.physical,
+            );
+            return;
+        };
         let mut maps = self.maps();
-        if !maps.by_logical.contains_key(&link.logical) {
+        if !maps.by_logical.contains_key(logical) {
             maps.by_logical.insert(
-                link.logical.clone(),
+                logical.clone(),
                 CollectionEntry {
-                    logical: link.logical.clone(),
+                    logical: logical.clone(),
                     tenant: link.tenant.clone(),
                     database: link.database.clone(),
                     name: link.name.clone(),
@@ -336,13 +348,7 @@ impl IdMap {
                 },
             );
         }
-        maps.link(
-            server,
-            &self.servers,
-            &link.logical,
-            &link.physical,
-            &link.name,
-        );
+        maps.link(server, &self.servers, logical, &link.physical, &link.name);
         drop(maps);
         self.changed();
     }
@@ -356,7 +362,7 @@ impl IdMap {
             .values()
             .filter_map(|c| {
                 Some(ServerLink {
-                    logical: c.logical.clone(),
+                    logical: Some(c.logical.clone()),
                     physical: c.physical.get(name)?.clone(),
                     tenant: c.tenant.clone(),
                     database: c.database.clone(),

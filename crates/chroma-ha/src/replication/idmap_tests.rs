@@ -334,7 +334,7 @@ async fn a_copied_collection_every_server_deleted_since_is_known_again_on_its_se
     assert!(ids.get(&logical).is_none(), "deleted everywhere: dropped");
     // A backup taken before the delete is restored onto the replica.
     let link = ServerLink {
-        logical: logical.clone(),
+        logical: Some(logical.clone()),
         physical: "R2".into(),
         tenant: "t".into(),
         database: "d".into(),
@@ -348,4 +348,22 @@ async fn a_copied_collection_every_server_deleted_since_is_known_again_on_its_se
     // The replica replays the delete: it is dropped again.
     ids.forget(1, "t", "d", "old", 9);
     assert!(ids.get(&logical).is_none());
+}
+
+#[tokio::test]
+async fn a_copied_collection_without_a_logical_id_is_adopted_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = map(dir.path()).await;
+    let known = ids.adopt(0, "t", "d", "outside", "P1").unwrap();
+    ids.link_copy(
+        1,
+        &ServerLink {
+            logical: None,
+            physical: "R1".into(),
+            tenant: "t".into(),
+            database: "d".into(),
+            name: "outside".into(),
+        },
+    );
+    assert_eq!(ids.physical(&known, 1).as_deref(), Some("R1"));
 }
