@@ -261,10 +261,30 @@ fn the_dockerfile_copies_files_that_exist_and_runs_the_binary_the_workspace_buil
         );
         assert_no_include_outside(&root.join(m).join("src"));
     }
-    // --locked: the lock file is up to date with the manifests.
+    // --locked: the lock file is up to date with the manifests. Only this
+    // platform's packages: the others (Windows crates) were never
+    // downloaded on a fresh machine, and --offline cannot fetch them.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let version = String::from_utf8_lossy(&version.stdout);
+    let host = version
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .args([
+            "metadata",
+            "--locked",
+            "--offline",
+            "--filter-platform",
+            host,
+            "--format-version",
+            "1",
+        ])
         .current_dir(&root)
         .output()
         .expect("run cargo metadata");
