@@ -183,7 +183,8 @@ async fn restore(args: &RestoreArgs) -> Result<Value, String> {
     }
     // A server joining may still be coming back (it is marked, so nothing
     // reads it meanwhile).
-    let deadline = Instant::now() + Duration::from_secs(if join.is_some() { args.wait } else { 0 });
+    let wait = if join.is_some() { args.wait } else { 0 };
+    let deadline = Instant::now() + Duration::from_secs(wait);
     let max_batch = loop {
         match target.max_batch_size().await {
             Ok(n) => break n,
