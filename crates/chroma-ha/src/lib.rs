@@ -27,7 +27,8 @@
 //! - [`check`]: compares servers' content directly (`chroma-ha check`).
 //! - [`copy`]: copies servers' content in pages, to another server or a
 //!   snapshot directory (`backup`, `restore`, `rebuild`).
-//! - [`rebuild`]: fills a server from another while the gateway serves.
+//! - [`rebuild`]: fills a server from another while the gateway serves, and
+//!   lets a restored backup join through the same last step.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 //! - [`telemetry`] sets up logging.
 //! - [`tls`]: rustls configurations from PEM files — outgoing clients'
