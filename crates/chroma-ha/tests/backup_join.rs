@@ -11,9 +11,9 @@
 //!    `--join replica` replays everything after its LSN: afterwards both
 //!    servers, checked directly, hold every acknowledged write and are
 //!    identical.
-//! 2. A backup whose LSN the log no longer continues from is refused before
-//!    anything is written, with a message that says so and what to do; the
-//!    server is left as it was.
+//! 2. A backup of another log, and a backup whose LSN the log no longer
+//!    continues from, are refused before anything is written, with a
+//!    message that says so and what to do; the server is left as it was.
 
 mod backup_kit;
 mod fault_kit;
@@ -52,6 +52,37 @@ fn backup(gw: &str, server: &str, dir: &std::path::Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("backup JSON")
+}
+
+/// `chroma-ha restore --from DIR --join replica --replace`, waiting for it.
+fn join(dir: &std::path::Path, gw: &str) -> std::process::Output {
+    run(&[
+        "restore",
+        "--from",
+        dir.to_str().expect("path"),
+        "--join",
+        "replica",
+        "--replace",
+        "--gateway",
+        gw,
+        "--admin-token",
+        TOKEN,
+    ])
+}
+
+/// Copies the files of snapshot directory `from` (and its `collections/`).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for sub in ["", "collections"] {
+        std::fs::create_dir_all(to.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(from.join(sub))
+            .expect("read dir")
+            .flatten()
+        {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).expect("copy");
+            }
+        }
+    }
 }
 
 /// Sends a write through the gateway; it must be acknowledged.
@@ -194,6 +225,11 @@ fn a_restored_backup_joins_as_a_wiped_replica_and_replays_every_later_write() {
     };
     assert_eq!(logical("kept"), json!(kept), "{manifest}");
     assert_eq!(logical("renamed"), json!(renamed), "{manifest}");
+    assert_eq!(
+        manifest["source"]["log_id"],
+        status_now(&gw)["write_ahead_log"]["log_id"],
+        "the manifest names the log its LSN belongs to"
+    );
 
     // The replica dies and loses its data directory.
     cluster.replica.kill();
@@ -272,7 +308,8 @@ fn a_restored_backup_joins_as_a_wiped_replica_and_replays_every_later_write() {
 }
 
 #[test]
-fn a_backup_the_log_no_longer_continues_from_is_refused_before_anything_is_written() {
+fn a_backup_of_another_log_or_one_the_log_no_longer_continues_from_is_refused_before_anything_is_written(
+) {
     let _serial = fault_kit::serial();
     // Small segments: the log drops what every server has applied soon.
     let cluster = Cluster::start(&[
@@ -291,6 +328,25 @@ fn a_backup_the_log_no_longer_continues_from_is_refused_before_anything_is_writt
     let dir = tempfile::tempdir().expect("tempdir");
     let snap = dir.path().join("snap");
     let lsn = backup(&gw, "replica", &snap)["lsn"].as_u64().expect("lsn");
+    // A backup of another log (its identity changed) is refused too.
+    let foreign = dir.path().join("foreign");
+    copy_dir(&snap, &foreign);
+    let manifest_path = foreign.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("JSON");
+    manifest["source"]["log_id"] = json!("00000000-0000-4000-8000-000000000000");
+    std::fs::write(&manifest_path, manifest.to_string()).expect("write the manifest");
+    let out = join(&foreign, &gw);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a foreign backup must be refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("taken through another log") && err.contains("chroma-ha rebuild replica"),
+        "{err}"
+    );
     let page = "x".repeat(1500);
     for k in 1..60 {
         let r = post_json(
@@ -310,18 +366,7 @@ fn a_backup_the_log_no_longer_continues_from_is_refused_before_anything_is_writt
         },
     );
 
-    let out = run(&[
-        "restore",
-        "--from",
-        snap.to_str().expect("path"),
-        "--join",
-        "replica",
-        "--replace",
-        "--gateway",
-        &gw,
-        "--admin-token",
-        TOKEN,
-    ]);
+    let out = join(&snap, &gw);
     assert_eq!(out.status.code(), Some(1), "the join must be refused");
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("refusal: {err}");

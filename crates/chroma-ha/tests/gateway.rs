@@ -1406,6 +1406,8 @@ fn health_ready_status_and_metrics_carry_the_documented_fields() {
     assert_eq!(s["total_instances"], json!(2), "{pretty}");
     let wal = &s["write_ahead_log"];
     for field in [
+        "kind",
+        "log_id",
         "pending_writes",
         "is_replaying",
         "oldest_pending",

@@ -69,6 +69,8 @@ fn a_stopped_gateways_file_log_and_state_migrated_to_postgresql_are_resumed_by_a
     for batch in 0..4 {
         last = add(&gw, &id, 20 + batch * 5, 5);
     }
+    let log_id = status_now(&gw)["write_ahead_log"]["log_id"].clone();
+    assert!(log_id.is_string(), "{log_id}");
     c.gateway.kill();
     let data = c.gateway.dir().join("data");
 
@@ -84,7 +86,9 @@ fn a_stopped_gateways_file_log_and_state_migrated_to_postgresql_are_resumed_by_a
     assert!(report["cursors"]["replica"].as_u64().unwrap() < last);
     let documents = report["documents"].to_string();
     assert!(
-        documents.contains("applied") && documents.contains("collections"),
+        documents.contains("applied")
+            && documents.contains("collections")
+            && documents.contains("log_identity"),
         "{documents}"
     );
     let again = migrate(&data, &url);
@@ -105,6 +109,11 @@ fn a_stopped_gateways_file_log_and_state_migrated_to_postgresql_are_resumed_by_a
     let gw = c.gw();
     c.wait_ready(Duration::from_secs(30));
     assert_eq!(status_now(&gw)["write_ahead_log"]["kind"], "postgres");
+    assert_eq!(
+        status_now(&gw)["write_ahead_log"]["log_id"],
+        log_id,
+        "the log keeps its identity"
+    );
     let by_name = request_json(
         "GET",
         &format!("{}/mig", collections_url(&gw, DATABASE)),

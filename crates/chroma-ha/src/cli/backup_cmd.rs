@@ -129,6 +129,8 @@ struct Held {
     above: Vec<u64>,
     /// Its collections' logical ids, by their ids there, as it stands.
     logical_ids: HashMap<String, String>,
+    /// The identity of the gateway's log.
+    log_id: Option<String>,
     /// Resume its applier afterwards (it was not paused before).
     resume: bool,
 }
@@ -220,6 +222,11 @@ async fn hold(
                     .map(|a| a.iter().filter_map(Value::as_u64).collect())
                     .unwrap_or_default(),
                 logical_ids,
+                log_id: status
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s["write_ahead_log"]["log_id"].as_str())
+                    .map(str::to_string),
                 resume: !was_paused,
             });
         }
@@ -266,6 +273,7 @@ async fn backup(args: &BackupArgs) -> Result<Value, String> {
                 lsn: 0,
                 above: Vec::new(),
                 logical_ids: HashMap::new(),
+                log_id: None,
                 resume: false,
             },
             None,
@@ -341,6 +349,7 @@ async fn copy_to_snapshot(
                 server: via_gateway.then(|| held.name.clone()),
                 url: held.url.clone(),
                 chroma_version,
+                log_id: held.log_id.clone(),
             },
             via_gateway.then_some(held.lsn),
             held.above.clone(),

@@ -127,7 +127,11 @@ impl Join {
         let join = Join {
             client,
             server: server.to_string(),
-            position: json!({"lsn": lsn, "applied_above": manifest.applied_above}),
+            position: json!({
+                "lsn": lsn,
+                "applied_above": manifest.applied_above,
+                "log_id": manifest.source.log_id,
+            }),
             logical_ids,
         };
         Ok((join, url))

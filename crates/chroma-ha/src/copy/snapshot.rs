@@ -65,6 +65,10 @@ pub struct SnapshotSource {
     pub url: String,
     /// Its Chroma version (`GET /api/v2/version`).
     pub chroma_version: String,
+    /// The identity of the gateway's log that `lsn` belongs to, if read
+    /// through a gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<String>,
 }
 
 /// A database of a snapshot.

@@ -44,6 +44,9 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
 pub struct WalStatus {
     /// Where the log is kept: `file` (data_dir/wal) or `postgres`.
     pub kind: &'static str,
+    /// The log's identity (the same for every gateway on it; backups
+    /// record it).
+    pub log_id: String,
     /// Most entries any server still has to apply.
     pub pending_writes: u64,
     /// Whether a healthy server is catching up (more than 4 × apply_window
@@ -263,6 +266,7 @@ pub fn collect(app: &AppState) -> Status {
         dead_letters_message,
         write_ahead_log: WalStatus {
             kind: rep.wal().kind(),
+            log_id: rep.log_id().to_string(),
             pending_writes: pending,
             is_replaying: replaying,
             oldest_pending: oldest.map(|t| t as f64 / 1000.0),

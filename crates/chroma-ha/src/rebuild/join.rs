@@ -2,8 +2,9 @@
 //! rebuild's last step (`chroma-ha restore --from DIR --join SERVER`):
 //!
 //! 1. [`prepare`] (`POST /admin/servers/SERVER/join/prepare`, the backup's
-//!    LSN X and the entries above it it holds): refused at once, changing
-//!    nothing, if the log no longer holds what follows X or never reached X.
+//!    LSN X, the entries above it it holds and its log's identity): refused
+//!    at once, changing nothing, if the backup comes from another log, or
+//!    if the log no longer holds what follows X or never reached X.
 //!    Otherwise SERVER is marked rebuilding (no reads, never executor, kept
 //!    across restarts), paused, and its applier restarted at X; its log
 //!    cursor at X keeps everything after X in the log from then on.
@@ -41,6 +42,10 @@ pub struct JoinPosition {
     /// Entries above it the backup holds too.
     #[serde(default)]
     pub applied_above: Vec<u64>,
+    /// The identity of the log the backup was taken through, if it
+    /// recorded one.
+    #[serde(default)]
+    pub log_id: Option<String>,
 }
 
 impl JoinPosition {
@@ -73,6 +78,17 @@ fn refused(name: &'static str, message: String) -> GatewayError {
 fn check_log_holds(app: &AppState, server: &str, at: &JoinPosition) -> Result<(), GatewayError> {
     let wal = app.rep.wal();
     let (first, last) = (wal.first_lsn(), wal.last_lsn());
+    if let Some(theirs) = at.log_id.as_deref().filter(|id| *id != app.rep.log_id()) {
+        return Err(refused(
+            "JoinRefused",
+            format!(
+                "the backup was taken through another log (identity {theirs}; this gateway's log \
+                 is {}): its LSN means nothing here; fill {server} with `chroma-ha rebuild \
+                 {server} --from SOURCE` instead",
+                app.rep.log_id()
+            ),
+        ));
+    }
     if at.lsn > last {
         return Err(refused(
             "JoinRefused",

@@ -3,8 +3,8 @@
 //!
 //! Copies, in this order: every record the file log holds (entries and
 //! refusal records, LSNs kept), every server's log cursor, the state
-//! documents (applied state, collection id map, operator flags) and the
-//! dead letters with their records. A gateway started on the same servers
+//! documents (applied state, collection id map, operator flags, the log's
+//! identity) and the dead letters with their records. A gateway started on the same servers
 //! with `log.url` set to the target then resumes exactly where the old one
 //! stopped.
 //!
@@ -27,7 +27,12 @@ use super::state_file::StateFileError;
 use super::state_store::{Key, StateStore};
 
 /// The state documents a gateway keeps besides its log and dead letters.
-const DOCUMENTS: [Key; 3] = [super::applied::KEY, super::idmap::KEY, super::OPERATOR_KEY];
+const DOCUMENTS: [Key; 4] = [
+    super::applied::KEY,
+    super::idmap::KEY,
+    super::OPERATOR_KEY,
+    super::identity::KEY,
+];
 /// Records per import transaction.
 const BATCH: usize = 1_000;
 

@@ -25,6 +25,7 @@ mod apply_entry;
 mod apply_merged;
 mod dead_letter_ops;
 pub mod dead_letters;
+pub(crate) mod identity;
 pub mod idmap;
 mod ids;
 pub mod ledger;
@@ -164,6 +165,8 @@ pub struct Replicator {
     applier_stops: Vec<watch::Sender<bool>>,
     /// Each server's applier task.
     appliers: Vec<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The log's identity (see [`identity`]).
+    log_id: String,
 }
 
 /// The operator state's document name in the [`state_store::StateStore`].
@@ -421,6 +424,7 @@ impl Replicator {
         let refused = refusals_since(&log, lowest + 1).await?;
         let boot_lsn = log.last_lsn();
         let idmap = IdMap::load(state.clone(), names).await?;
+        let log_id = identity::load_or_create(&state).await?;
         let dead_letters =
             DeadLetters::open_in(&state, config.replication.max_dead_letters).await?;
         let settings = ReplicationSettings {
@@ -468,6 +472,7 @@ impl Replicator {
                 .map(|_| std::sync::Mutex::new(None))
                 .collect(),
             wal: log,
+            log_id,
             backends,
             ledger: Ledger::new(boot_lsn, refused),
             idmap,
@@ -589,6 +594,12 @@ impl Replicator {
     /// The log.
     pub fn wal(&self) -> &ReplicationLog {
         &self.wal
+    }
+
+    /// The log's identity: the same for every gateway on one log, and
+    /// across restarts and `log migrate`.
+    pub fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     /// The servers.
