@@ -27,7 +27,7 @@ mod reader;
 mod report;
 
 pub use compare::{compare_servers, discover_scopes};
-pub use reader::{list_databases, CollectionInfo, Record, ServerReader};
+pub use reader::{encode_segment, list_databases, CollectionInfo, Record, ServerReader};
 pub use report::{CheckReport, Difference, DifferenceKind};
 
 use std::time::Duration;

@@ -393,7 +393,7 @@ fn expect_json(url: &str, status: u16, body: &[u8]) -> Result<Value, CheckError>
 }
 
 /// Percent-encodes one path segment (everything but RFC 3986 unreserved).
-pub(super) fn encode_segment(s: &str) -> String {
+pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -1,7 +1,7 @@
 //! Tests of the content check ([`super`]).
 
 use super::compare::{float_equal, json_equal};
-use super::reader::{decode_records, encode_segment};
+use super::reader::decode_records;
 use super::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

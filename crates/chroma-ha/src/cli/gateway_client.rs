@@ -146,13 +146,5 @@ pub fn instance<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
 
 /// Percent-encodes a server name for a path segment.
 pub fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::check::encode_segment(name)
 }
