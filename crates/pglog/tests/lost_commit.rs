@@ -33,6 +33,9 @@ struct Proxy {
     mode: Arc<Mutex<AtCommit>>,
     /// While true: every connection is cut and new ones are closed at once.
     blocked: watch::Sender<bool>,
+    /// Told when a `LandThenCut` COMMIT has gone to PostgreSQL (its cut
+    /// follows 300 ms later).
+    landed: Arc<tokio::sync::Notify>,
 }
 
 impl Proxy {
@@ -41,20 +44,30 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(Mutex::new(AtCommit::Pass));
         let (blocked, _) = watch::channel(false);
-        let (m, b) = (mode.clone(), blocked.clone());
+        let landed = Arc::new(tokio::sync::Notify::new());
+        let (m, b, l) = (mode.clone(), blocked.clone(), landed.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if *b.borrow() {
                     continue; // dropped: closed at once
                 }
-                tokio::spawn(pipe(client, upstream, m.clone(), b.subscribe()));
+                tokio::spawn(pipe(client, upstream, m.clone(), b.subscribe(), l.clone()));
             }
         });
         Proxy {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             mode,
             blocked,
+            landed,
         }
+    }
+
+    /// Waits until an armed `LandThenCut` COMMIT has gone to PostgreSQL,
+    /// however slow the machine (a fixed sleep may block it too early).
+    async fn wait_landed(&self) {
+        tokio::time::timeout(Duration::from_secs(30), self.landed.notified())
+            .await
+            .expect("the COMMIT reached the proxy within 30 s");
     }
 
     fn arm(&self, mode: AtCommit) {
@@ -72,6 +85,7 @@ async fn pipe(
     upstream: u16,
     mode: Arc<Mutex<AtCommit>>,
     mut blocked: watch::Receiver<bool>,
+    landed: Arc<tokio::sync::Notify>,
 ) {
     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
@@ -92,6 +106,7 @@ async fn pipe(
                     *mode.lock().unwrap() = AtCommit::Pass;
                     if armed == AtCommit::LandThenCut {
                         let _ = sw.write_all(chunk).await;
+                        landed.notify_one();
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }
                     return; // both sockets closed: the answer is lost
@@ -175,7 +190,7 @@ async fn a_lost_commit_while_postgres_stays_away_is_unknown_then_settled_before_
         tokio::spawn(async move { log.append(Bytes::from_static(b"landed")).await })
     };
     // Keep PostgreSQL out of reach once the COMMIT has been cut.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    proxy.wait_landed().await;
     proxy.block(true);
     match appending.await.unwrap() {
         Err(WalError::OutcomeUnknown { .. }) => {}
@@ -223,7 +238,7 @@ async fn appends_that_arrive_while_a_lost_commit_is_looked_up_are_refused_at_onc
         let log = log.clone();
         tokio::spawn(async move { log.append(Bytes::from_static(b"landed")).await })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    proxy.wait_landed().await;
     proxy.block(true);
     // While the first batch's outcome is looked up (for up to 30 s), every
     // other append is refused at once instead of queueing behind it.
