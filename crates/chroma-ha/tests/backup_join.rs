@@ -19,10 +19,9 @@ mod backup_kit;
 mod fault_kit;
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use backup_kit::{create, fill, identical, run, TOKEN};
+use backup_kit::{create, fill, identical, run, spawn, TOKEN};
 use fault_kit::checks::{finish, UnknownBound};
 use fault_kit::workload::{Workload, WorkloadSpec};
 use fault_kit::{
@@ -30,7 +29,6 @@ use fault_kit::{
     wait_caught_up, wait_until, Cluster,
 };
 use serde_json::{json, Value};
-use support::chroma_ha_bin;
 
 /// Backs up `server` through the gateway into `dir`; the summary.
 fn backup(gw: &str, server: &str, dir: &std::path::Path) -> Value {
@@ -240,28 +238,21 @@ fn a_restored_backup_joins_as_a_wiped_replica_and_replays_every_later_write() {
 
     // The restore is prepared while the replica is still down: it is
     // marked before it comes back empty, so no read reaches it.
-    let child = Command::new(chroma_ha_bin())
-        .args([
-            "restore",
-            "--from",
-            snap.to_str().expect("path"),
-            "--join",
-            "replica",
-            "--replace",
-            "--gateway",
-            &gw,
-            "--admin-token",
-            TOKEN,
-            "--page-size",
-            "100",
-            "--json",
-        ])
-        .env_remove("CHROMA_HA_URL")
-        .env_remove("CHROMA_HA_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn chroma-ha restore");
+    let child = spawn(&[
+        "restore",
+        "--from",
+        snap.to_str().expect("path"),
+        "--join",
+        "replica",
+        "--replace",
+        "--gateway",
+        &gw,
+        "--admin-token",
+        TOKEN,
+        "--page-size",
+        "100",
+        "--json",
+    ]);
     wait_until("replica marked rebuilding", Duration::from_secs(20), || {
         status(&gw).is_some_and(|s| instance(&s, "replica")["rebuilding"] == true)
     });

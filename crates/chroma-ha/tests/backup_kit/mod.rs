@@ -2,7 +2,7 @@
 //! a gateway, the `chroma-ha` command, the content check of two servers.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
@@ -24,14 +24,22 @@ pub fn create(gw: &str, db: &str, body: Value) -> String {
     r.json()["id"].as_str().expect("id").to_string()
 }
 
-/// Runs `chroma-ha ARGS` with none of its settings from the environment.
-pub fn run(args: &[&str]) -> std::process::Output {
+/// Starts `chroma-ha ARGS` with none of its settings from the environment,
+/// its output piped.
+pub fn spawn(args: &[&str]) -> Child {
     Command::new(chroma_ha_bin())
         .args(args)
         .env_remove("CHROMA_HA_URL")
         .env_remove("CHROMA_HA_ADMIN_TOKEN")
-        .output()
-        .expect("run chroma-ha")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chroma-ha")
+}
+
+/// Runs `chroma-ha ARGS` like [`spawn`] and waits for it.
+pub fn run(args: &[&str]) -> Output {
+    spawn(args).wait_with_output().expect("run chroma-ha")
 }
 
 /// The content check of servers `a` and `b` over the default tenant.
