@@ -308,11 +308,19 @@ INFO
 
 # Wait. The gateway exiting ends the deployment; a Chroma server exiting is
 # reported (the gateway keeps serving from the other one) but not fatal.
+# The gateway exits 0 only when told to stop: Ctrl-C reaches it too, and it
+# may be gone before this shell runs its trap. That is a stop, not a failure.
 DOWN=" "
 while true; do
     if ! kill -0 "$GATEWAY_PID" 2>/dev/null; then
         rc=0
         wait "$GATEWAY_PID" 2>/dev/null || rc=$?
+        if [[ $rc -eq 0 ]]; then
+            say "the gateway stopped; stopping the Chroma servers"
+            stop_all
+            say "stopped"
+            exit 0
+        fi
         echo "----- last lines of $LOG_DIR/gateway.log -----" >&2
         tail -n 20 "$LOG_DIR/gateway.log" >&2 || true
         say "the gateway exited (status $rc); stopping the Chroma servers"
