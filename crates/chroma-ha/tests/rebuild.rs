@@ -15,10 +15,11 @@
 //! every acknowledged write present, all servers identical
 //! ([`fault_kit::checks::finish`]).
 
+mod backup_kit;
 mod fault_kit;
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,26 +116,20 @@ impl Three {
 }
 
 fn spawn_rebuild(gw: &str, server: &str, from: &str, page_size: usize) -> Child {
-    Command::new(chroma_ha_bin())
-        .args([
-            "rebuild",
-            server,
-            "--from",
-            from,
-            "--gateway",
-            gw,
-            "--admin-token",
-            TOKEN,
-            "--page-size",
-            &page_size.to_string(),
-            "--json",
-        ])
-        .env_remove("CHROMA_HA_URL")
-        .env_remove("CHROMA_HA_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn chroma-ha rebuild")
+    let page_size = page_size.to_string();
+    backup_kit::spawn(&[
+        "rebuild",
+        server,
+        "--from",
+        from,
+        "--gateway",
+        gw,
+        "--admin-token",
+        TOKEN,
+        "--page-size",
+        &page_size,
+        "--json",
+    ])
 }
 
 fn finish_rebuild(child: Child) -> (bool, Value, String) {
