@@ -1043,12 +1043,18 @@ fn strong_reads_see_the_preceding_write_even_from_the_replica() {
     let gw = start_gateway(&servers, &[("CHROMA_HA_READ_REPLICA_RATIO", "1.0")]);
     let g = gw.url();
     // Three clients, each on its own collection, plus overlapping in time.
+    // Each collection's HNSW graph is complete (more neighbours than its
+    // records), so "the nearest neighbour of a written embedding is its
+    // record" holds exactly: Chroma's default index is approximate.
     let mut bases = Vec::new();
     for c in 0..3 {
         let r = ok(
             "POST",
             &api(&g, &default_colls()),
-            Some(&json!({"name": format!("strong-{c}")})),
+            Some(&json!({
+                "name": format!("strong-{c}"),
+                "configuration": {"hnsw": {"max_neighbors": 128, "ef_construction": 256, "ef_search": 256}},
+            })),
         )
         .json();
         let id = r["id"].as_str().expect("id").to_string();
